@@ -1,0 +1,33 @@
+"""The one Definitions object: every stage's assets and checks, jobs, and resources by profile.
+
+`PD_PROFILE` (local | ci | gpu) picks the resources in resources/profiles.py; nothing
+else branches on it.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pd_assets.curation.assets import CURATION_ASSETS
+from pd_assets.curation.checks import CURATION_CHECKS
+from pd_assets.generation.assets import GENERATION_ASSETS
+from pd_assets.generation.checks import GENERATION_CHECKS
+from pd_assets.partitions import round_shard_partitions
+from pd_assets.poses.assets import POSES_ASSETS
+from pd_assets.poses.checks import POSES_CHECKS
+from resources.profiles import resources_for_profile
+
+# The main job: labels -> images -> filtered shards for one round x shard partition.
+generate_dataset_job = dg.define_asset_job(
+    name="generate_dataset",
+    selection=dg.AssetSelection.assets("pose_pool", "raw_generations", "filtered_shards"),
+    partitions_def=round_shard_partitions,
+    description="Sample labelled bodies, generate images, filter and shard them (one partition per run).",
+)
+
+defs = dg.Definitions(
+    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *CURATION_ASSETS],
+    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *CURATION_CHECKS],
+    jobs=[generate_dataset_job],
+    resources=resources_for_profile(),
+)

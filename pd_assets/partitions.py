@@ -1,0 +1,65 @@
+"""Round x shard partitions, shared by every partitioned stage.
+
+A curriculum round (`r0`, `r1`, ...) times a shard of samples (`s0000`, ...). The
+counts are configuration (`PD_NUM_ROUNDS`, `PD_NUM_SHARDS`): growing the dataset is a
+setting, not a code change. Partition keys read `r0|s0003` (Dagster joins the
+dimensions in name order: round, then shard).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+DEFAULT_NUM_ROUNDS = 4
+DEFAULT_NUM_SHARDS = 16
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer: set it to a positive count") from None
+    if value <= 0:
+        raise ValueError(f"{name}={value} must be a positive count")
+    return value
+
+
+def round_key(i: int) -> str:
+    return f"r{i}"
+
+
+def shard_key(i: int) -> str:
+    return f"s{i:04d}"
+
+
+NUM_ROUNDS = _positive_int_env("PD_NUM_ROUNDS", DEFAULT_NUM_ROUNDS)
+NUM_SHARDS = _positive_int_env("PD_NUM_SHARDS", DEFAULT_NUM_SHARDS)
+
+round_partitions = dg.StaticPartitionsDefinition([round_key(i) for i in range(NUM_ROUNDS)])
+shard_partitions = dg.StaticPartitionsDefinition([shard_key(i) for i in range(NUM_SHARDS)])
+round_shard_partitions = dg.MultiPartitionsDefinition(
+    {"round": round_partitions, "shard": shard_partitions}
+)
+
+
+def split_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | str) -> tuple[str, str]:
+    """(round, shard) of a round x shard partition key or of the running context."""
+    if isinstance(context, str):
+        key = dg.MultiPartitionKey(dict(zip(("round", "shard"), context.split("|"))))
+    else:
+        key = context.partition_key
+    if not isinstance(key, dg.MultiPartitionKey):
+        raise ValueError(f"expected a round|shard partition key, got {key!r}")
+    dims = key.keys_by_dimension
+    return dims["round"], dims["shard"]
+
+
+def round_index(round_name: str) -> int:
+    if not (round_name.startswith("r") and round_name[1:].isdigit()):
+        raise ValueError(f"round key {round_name!r} must look like r0, r1, ...")
+    return int(round_name[1:])

@@ -1,0 +1,88 @@
+"""Dagster wiring of stage 1: the `pose_pool` asset."""
+
+
+import dagster as dg
+
+from pd_assets.partitions import round_shard_partitions, split_key
+from pd_assets.poses.cameras import CameraConfig
+from pd_assets.poses.pool import PosePoolSettings, build_pose_pool
+from pd_assets.previews import markdown_image
+from pd_assets.storage import COMPLETE_MARKER, atomic_directory, atomic_write_json, remove_stale_staging
+from resources.body_model import BodyModelResource
+from resources.compute import ComputeResource
+from resources.dataset_store import DatasetStoreResource
+from resources.pose_sampling import PoseSamplingResource
+
+
+def settings_from(resource: PoseSamplingResource) -> PosePoolSettings:
+    camera = CameraConfig(
+        width=resource.width, height=resource.height,
+        focal_range_px=tuple(resource.focal_range_px) if resource.focal_range_px else None,
+        fov_range_deg=tuple(resource.fov_range_deg), distance_range_m=tuple(resource.distance_range_m),
+        elevation_range_deg=tuple(resource.elevation_range_deg),
+        azimuth_range_deg=tuple(resource.azimuth_range_deg), roll_range_deg=tuple(resource.roll_range_deg),
+        framing_weights=dict(resource.framing_weights),
+    )
+    return PosePoolSettings(
+        samples_per_shard=resource.samples_per_shard, camera=camera,
+        controls=resource.validated_controls(), family_weights=resource.family_weights,
+        pose_source=resource.pose_source, pose_source_paths=tuple(resource.pose_source_paths),
+        frames_per_sequence=resource.frames_per_sequence, prompt_bank_path=resource.prompt_bank_path,
+    )
+
+
+@dg.asset(
+    key="pose_pool",
+    group_name="poses",
+    partitions_def=round_shard_partitions,
+    kinds={"python", "parquet", "opengl"},
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    pool="cpu",
+)
+def pose_pool(
+    context: dg.AssetExecutionContext,
+    compute: ComputeResource,
+    body_model: BodyModelResource,
+    pose_sampling: PoseSamplingResource,
+    dataset_store: DatasetStoreResource,
+) -> dg.MaterializeResult:
+    """Sampled 3D bodies with exact labels and their control maps, one shard of a round.
+
+    Body parameters, camera K/R/t, 3D joints, COCO-17 2D keypoints with visibility, bbox,
+    person mask and prompt per sample (labels.parquet), plus PNCC, depth, normals,
+    part-segmentation, skeleton, shaded and mask images. Re-materialising a partition
+    gives the same labels (every draw is seeded by project seed, round, shard, index).
+    """
+    round_name, shard = split_key(context)
+    settings = settings_from(pose_sampling)
+    model = body_model.load(device=compute.torch_device())
+    final_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
+    for leftover in remove_stale_staging(final_dir.parent):
+        context.log.warning(f"removed leftover of an interrupted run: {leftover}")
+    with atomic_directory(final_dir) as staging:
+        summary = build_pose_pool(
+            settings, model, staging, compute.seed, round_name, shard,
+            batch_size=compute.batch_size, log=context.log.info,
+        )
+        atomic_write_json(staging / COMPLETE_MARKER, {
+            "num_samples": summary.num_samples, "body_model": model.name,
+            "body_model_hash": model.content_hash, "project_seed": compute.seed,
+            "controls": list(settings.controls),
+        })
+    return dg.MaterializeResult(metadata={
+        "num_samples": summary.num_samples,
+        "samples_per_second": dg.MetadataValue.float(round(summary.samples_per_second, 2)),
+        "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
+        "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()},
+        "body_model": model.name,
+        "pose_families": summary.families,
+        "framings": summary.framings,
+        "pose_rejections": summary.pose_rejections,
+        "labels_path": dg.MetadataValue.path(str(final_dir / "labels.parquet")),
+        "controls_dir": dg.MetadataValue.path(str(final_dir / "controls")),
+        "preview_path": dg.MetadataValue.path(str(final_dir / "preview.png")),
+        "preview": dg.MetadataValue.md(markdown_image(summary.preview, "pose_pool preview")),
+    })
+
+
+POSES_ASSETS = [pose_pool]

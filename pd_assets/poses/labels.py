@@ -1,0 +1,87 @@
+"""Per-sample labels derived from a posed body, its camera and its render.
+
+Pure functions: what a label row holds (see CONTRACTS.md, labels.parquet) and how
+the derived quantities (2D keypoints, visibility, bbox, body attributes) are computed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+# anny's age phenotype anchors (newborn, baby, child, young, old) at -1/3, 0, 1/3, 2/3, 1
+# correspond to MakeHuman's ages in years; interpolate between them.
+_ANNY_AGE_ANCHORS = np.array([-1 / 3, 0.0, 1 / 3, 2 / 3, 1.0])
+_ANNY_AGE_YEARS = np.array([0.0, 1.0, 11.0, 25.0, 90.0])
+
+
+def anny_age_years(age_phenotype: float) -> float:
+    return float(np.interp(age_phenotype, _ANNY_AGE_ANCHORS, _ANNY_AGE_YEARS))
+
+
+def body_attributes(body_model_name: str, shape: np.ndarray) -> dict[str, float | None]:
+    """Age in years and gender in [0, 1] (0 female, 1 male) where the body model knows them.
+
+    anny's phenotype `gender` runs from 0 = male to 1 = female (its blend anchors), so it
+    is flipped here; SMPL-X betas carry no reliable age or gender.
+    """
+    if body_model_name == "anny":
+        return {"gender": 1.0 - float(shape[0]), "age_years": anny_age_years(float(shape[1]))}
+    return {"gender": None, "age_years": None}
+
+
+def bbox_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """Tight pixel box (x0, y0, x1, y1) around the mask, edges at pixel borders; zeros if empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    if len(xs) == 0:
+        return (0.0, 0.0, 0.0, 0.0)
+    # pixel centres are integers (OpenCV): the box covers [first - 0.5, last + 0.5]
+    return (xs[0] - 0.5, ys[0] - 0.5, xs[-1] + 0.5, ys[-1] + 0.5)
+
+
+def to_camera(points: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Body/world points (N, 3) into the OpenCV camera frame."""
+    return (points @ np.asarray(R).T + np.asarray(t)).astype(np.float32)
+
+
+def flat(a: np.ndarray) -> list[float]:
+    return np.asarray(a, dtype=np.float32).reshape(-1).tolist()
+
+
+LIST_COLUMNS = (
+    "shape", "global_orient", "body_pose", "transl", "K", "R", "t", "joints3d_cam",
+    "keypoints3d_cam", "keypoints2d", "bbox_xyxy",
+)
+
+
+def write_labels(rows: list[dict], path: Path) -> pl.DataFrame:
+    """Rows -> a typed parquet table (float32 lists, int64 seed), written in place (caller stages it)."""
+    frame = pl.DataFrame(rows)
+    frame = frame.with_columns(
+        [pl.col(c).cast(pl.List(pl.Float32)) for c in LIST_COLUMNS if c in frame.columns]
+        + [pl.col("seed").cast(pl.Int64), pl.col("index").cast(pl.Int64)]
+    )
+    frame.write_parquet(path, compression="zstd")
+    return frame
+
+
+def read_labels(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"pose-pool labels not found at {path}: materialise pose_pool for this partition first"
+        )
+    try:
+        return pl.read_parquet(path)
+    except Exception as exc:  # polars raises several types for damaged files
+        raise ValueError(
+            f"pose-pool labels at {path} are unreadable ({exc}): re-materialise pose_pool for this partition"
+        ) from exc
+
+
+def array_column(frame: pl.DataFrame, column: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A list column as a (rows, *shape) float array."""
+    values = np.asarray(frame[column].to_list(), dtype=np.float64)
+    return values.reshape((len(frame), *shape))

@@ -1,0 +1,59 @@
+"""Every data-quality threshold of the pipeline, with its source.
+
+Checks and filters import from here; nothing else hard-codes a threshold.
+"""
+
+from __future__ import annotations
+
+# ---- pose_pool (stage 1: labels) -------------------------------------------------
+# A person must be large enough to generate and to score: 32x32 px is the smallest
+# COCO "medium" object; below that OKS is dominated by rounding.
+MIN_BBOX_AREA_PX = 32 * 32
+# Focal length and camera distance must lie in the configured ranges; a small slack
+# absorbs float rounding of the sampled values.
+RANGE_SLACK = 1e-6
+
+# ---- curation (stage 6: filtering) -------------------------------------------------
+# (owned by pd_assets/curation; see that section below)
+
+# Crowding (method.md stage 6a; reference config): reject images with no person or with
+# more than 4 people.
+MIN_PEOPLE = 1
+MAX_PEOPLE = 4
+# Pose alignment (method.md stage 6b): OKS >= 0.85 in the reference config (the paper
+# text says 0.8). OKS is COCO's, with COCO-17 sigmas and the label's mask area as scale.
+OKS_MIN = 0.85
+# Median OKS of a shard's kept samples (issue 4's acceptance bar: >= 0.9 on the render
+# backend; the method's DPO-aligned generator reaches a mean held-out OKS of 0.927).
+MEDIAN_KEPT_OKS_MIN = 0.9
+# Silhouette IoU of the detected person mask vs the rendered label mask. Not in the
+# method; environment.md measures about 0.97 on clean renders (BlazePose's mask is soft
+# at hands and hair), so 0.5 rejects only gross shape/placement failures.
+MASK_IOU_MIN = 0.5
+# Head pose agreement (method.md stage 6c): 25 degrees in the reference config. Our
+# head direction comes from face keypoints (ears, eyes, nose), not a head-pose network.
+HEAD_POSE_MAX_DEG = 25.0
+# Image quality (not in the method; environment.md lists the signals that work
+# offline). Variance of the Laplacian of the grey image at the scored size: a flat or
+# heavily blurred image scores < 10 (OpenCV blur-detection folklore uses ~100 for photos;
+# generated images with smooth backgrounds sit lower, so we only reject the extreme).
+SHARPNESS_MIN = 10.0
+# Exposure clipping: fraction of pixels at <= 2 or >= 253 (any channel mean). More than
+# half the image blown out or crushed is unusable for training.
+CLIP_LOW_LEVEL = 2
+CLIP_HIGH_LEVEL = 253
+EXPOSURE_CLIPPED_MAX = 0.5
+# Detector presence: mean landmark presence of the matched person (mediapipe's own
+# default min_pose_presence_confidence is 0.5).
+PRESENCE_MIN = 0.5
+# Keypoints with detector confidence below this count as "not detected" in PCK and the
+# contact sheet (they still enter OKS at their predicted position, as in COCO).
+KEYPOINT_CONF_MIN = 0.3
+# PCK threshold, as a fraction of the label's person scale sqrt(mask area) (PCKh-like).
+PCK_ALPHA = 0.1
+# Pass-rate band for the warning check: the method keeps 500K of 800K (62.5%); a shard
+# far outside [0.2, 0.98] signals a generator or detector problem, not bad luck.
+PASS_RATE_BAND = (0.2, 0.98)
+# Difficulty bins by OKS (method.md stage 5): >= 0.8 low, 0.6-0.8 medium, 0.4-0.6 high,
+# < 0.4 very high.
+DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"), "very_high"))

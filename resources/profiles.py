@@ -1,0 +1,59 @@
+"""The one place that chooses the deployment profile: `PD_PROFILE` = local | ci | gpu.
+
+Assets never branch on the profile; they receive resources built here.
+"""
+
+from __future__ import annotations
+
+import os
+
+from resources.body_model import BodyModelResource
+from resources.compute import ComputeResource
+from resources.dataset_store import DatasetStoreResource
+from resources.paths import REPO_ROOT, anny_cache_dir
+from resources.pose_sampling import PoseSamplingResource
+
+PROFILES = ("local", "ci", "gpu")
+
+
+def current_profile() -> str:
+    profile = os.environ.get("PD_PROFILE", "local").strip() or "local"
+    if profile not in PROFILES:
+        raise ValueError(f"PD_PROFILE={profile!r} is not one of {', '.join(PROFILES)}")
+    return profile
+
+
+def data_root() -> str:
+    return os.environ.get("PD_DATA_ROOT") or str(REPO_ROOT / "data")
+
+
+def resources_for_profile(profile: str | None = None) -> dict[str, object]:
+    profile = profile or current_profile()
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
+    # anny reads its cache location from the environment at import time
+    os.environ.setdefault("ANNY_CACHE_DIR", str(anny_cache_dir()))
+    from resources.generator import GeneratorResource
+    from resources.keypoint_detector import KeypointDetectorResource
+
+    compute = {
+        "local": ComputeResource(device="auto", dtype="float32", batch_size=16),
+        "ci": ComputeResource(device="cpu", dtype="float32", batch_size=8),
+        "gpu": ComputeResource(device="cuda", dtype="bfloat16", batch_size=8),
+    }[profile]
+    sampling = {
+        "local": PoseSamplingResource(samples_per_shard=64, width=512, height=512),
+        "ci": PoseSamplingResource(samples_per_shard=8, width=128, height=128),
+        "gpu": PoseSamplingResource(samples_per_shard=1000, width=1024, height=1024),
+    }[profile]
+    return {
+        "compute": compute,
+        "dataset_store": DatasetStoreResource(root=data_root()),
+        "body_model": BodyModelResource(
+            kind=os.environ.get("PD_BODY_MODEL", "anny"),
+            model_path=os.environ.get("PD_SMPLX_MODEL_PATH") or None,
+        ),
+        "pose_sampling": sampling,
+        "generator": GeneratorResource.for_profile(profile),
+        "keypoint_detector": KeypointDetectorResource.for_profile(profile),
+    }
