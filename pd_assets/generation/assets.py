@@ -1,0 +1,96 @@
+"""raw_generations: one image per pose sample (PoseDreamer stage 3, the generator)."""
+
+
+import base64
+import io
+
+import dagster as dg
+from PIL import Image
+
+from pd_assets.generation.partition import PartitionReport, generate_partition
+from pd_assets.generation.store import PosePoolMissingError
+from pd_assets.partitions import round_shard_partitions, split_key
+from resources.compute import ComputeResource
+from resources.dataset_store import DatasetStoreResource
+from resources.generator import GeneratorResource
+
+GPU_POOL = "gpu"
+
+
+def k8s_gpu_tags(gpus: int = 1) -> dict:
+    """The `dagster-k8s/config` tag asking Kubernetes for `gpus` GPUs for a step (read by the
+    k8s executor of the `gpu` profile; other executors ignore it)."""
+    limits = {"nvidia.com/gpu": str(gpus)}
+    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": limits, "requests": limits}}}}
+
+
+def _preview_markdown(report: PartitionReport, width: int = 480) -> str:
+    with Image.open(report.preview_path) as img:
+        sheet = img.convert("RGB")
+    sheet.thumbnail((width, width))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG", optimize=True)
+    b64 = base64.b64encode(buf.getvalue()).decode()
+    return f"![raw_generations preview](data:image/png;base64,{b64})\n\n`{report.preview_path}`"
+
+
+@dg.asset(
+    key="raw_generations",
+    group_name="generation",
+    kinds={"pytorch", "diffusers"},
+    partitions_def=round_shard_partitions,
+    deps=["pose_pool"],
+    pool=GPU_POOL,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=4),
+    op_tags=k8s_gpu_tags(1),
+)
+def raw_generations(
+    context: dg.AssetExecutionContext,
+    generator: GeneratorResource,
+    compute: ComputeResource,
+    dataset_store: DatasetStoreResource,
+) -> dg.MaterializeResult:
+    """One generated image per pose_pool sample, with provenance (model and weight hashes,
+    LoRAs, true seed, scheduler, steps, guidance, prompt, size, device, seconds) and a
+    contact sheet. Resumable: verified images of an earlier run are kept, the rest made."""
+    gen = generator.build(compute.torch_device(), compute.dtype, batch_size=compute.batch_size, log=context.log)
+    reports: list[PartitionReport] = []
+    for key in context.partition_keys:
+        round_name, shard = split_key(key)
+        pose_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
+        try:
+            report = generate_partition(
+                gen, pose_dir, dataset_store.partition_dir("raw_generations", round_name, shard),
+                round_name=round_name, shard=shard, project_seed=compute.seed,
+                image_size=generator.image_size, log=context.log,
+            )
+        except PosePoolMissingError as exc:
+            raise dg.Failure(
+                description=(f"pose_pool partition {key} is missing ({exc}): materialise pose_pool for "
+                             f"partition {key} first, then raw_generations"),
+                allow_retries=False,
+            ) from exc
+        context.log.info(f"{key}: {report.num_images} images ({report.num_generated} generated, "
+                         f"{report.num_reused} reused) at {report.images_per_second:.2f} images/s")
+        reports.append(report)
+    generated = sum(r.num_generated for r in reports)
+    seconds = sum(r.generate_seconds for r in reports)
+    first = reports[0]
+    return dg.MaterializeResult(metadata={
+        "num_images": sum(r.num_images for r in reports),
+        "num_generated": generated,
+        "num_reused": sum(r.num_reused for r in reports),
+        "images_per_second": float(generated / seconds) if seconds > 0 else 0.0,
+        "generate_seconds": float(seconds),
+        "generator": generator.describe(),
+        "model_hash": gen.provenance_fields()["model_hash"],
+        "partitions": [str(k) for k in context.partition_keys],
+        # a backfill run may cover several partitions; this metadata is shared by all of them
+        "num_images_by_partition": {str(k): r.num_images for k, r in zip(context.partition_keys, reports, strict=True)},
+        "path": dg.MetadataValue.path(str(first.out_dir)),
+        "provenance": dg.MetadataValue.path(str(first.provenance_path)),
+        "preview": dg.MetadataValue.md(_preview_markdown(first)),
+    })
+
+
+GENERATION_ASSETS = [raw_generations]

@@ -1,0 +1,220 @@
+"""Reading a pose_pool partition and writing a raw_generations partition (no Dagster here).
+
+raw_generations/{round}/{shard}/
+    images/{sample_id}.png      one per pose sample, written atomically
+    provenance.parquet          one row per sample: settings, weight hashes, true seed, ...,
+                                the sha256 of the PNG bytes and the settings fingerprint
+    preview.png                 contact sheet: images beside their control maps
+    journal/*.json              while a run is under way: the records of each written batch
+                                (after its images); folded into provenance.parquet and
+                                removed at the end. An image without a matching record is
+                                not trusted and is made again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from pd_assets.generation.generator import GeneratedImage, GenerationRequest, GeneratorError
+from pd_assets.storage import atomic_write_bytes, file_sha256, remove_stale_staging
+
+JOURNAL_DIR = "journal"
+
+LABEL_COLUMNS = ("sample_id", "index", "prompt", "negative_prompt", "width", "height")
+PROVENANCE_SCHEMA: dict[str, Any] = {
+    "sample_id": pl.String, "image_path": pl.String, "image_sha256": pl.String,
+    "backend": pl.String, "family": pl.String, "model_id": pl.String, "model_hash": pl.String,
+    "lora_paths": pl.List(pl.String), "lora_hashes": pl.List(pl.String), "lora_scales": pl.List(pl.Float64),
+    "controlnet_ids": pl.List(pl.String), "controlnet_hashes": pl.List(pl.String),
+    "control_types": pl.List(pl.String), "control_scales": pl.List(pl.Float64),
+    "control_hashes": pl.List(pl.String),
+    "seed": pl.Int64, "scheduler": pl.String, "steps": pl.Int64, "guidance": pl.Float64,
+    "prompt": pl.String, "negative_prompt": pl.String, "width": pl.Int64, "height": pl.Int64,
+    # the pose_pool render size: keypoints in labels.parquet are in these pixels; scale them
+    # by width/label_width when the generator was configured to another size
+    "label_width": pl.Int64, "label_height": pl.Int64,
+    "device": pl.String, "dtype": pl.String, "seconds": pl.Float64, "batch_size": pl.Int64,
+    "fingerprint": pl.String, "extra_json": pl.String,
+}
+# Columns that must never be null (the provenance check); lists may be empty (no LoRA).
+REQUIRED_PROVENANCE_COLUMNS = tuple(PROVENANCE_SCHEMA)
+
+
+class PosePoolMissingError(FileNotFoundError):
+    """The pose_pool partition a generation needs is not there."""
+
+
+@dataclass(frozen=True)
+class PoseSample:
+    sample_id: str
+    index: int
+    prompt: str
+    negative: str
+    label_width: int
+    label_height: int
+    controls: dict[str, str]  # control name -> path relative to the pose_pool partition dir
+
+
+def read_pose_samples(pose_dir: Path) -> list[PoseSample]:
+    labels = Path(pose_dir) / "labels.parquet"
+    if not labels.is_file():
+        raise PosePoolMissingError(f"no pose_pool labels at {labels}")
+    df = pl.read_parquet(labels)
+    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
+    if missing:
+        raise GeneratorError(
+            f"{labels} lacks column(s) {missing} (pd_assets/CONTRACTS.md): re-materialise pose_pool "
+            "for this partition with the current code"
+        )
+    control_cols = [c for c in df.columns if c.startswith("control_")]
+    out = []
+    for row in df.sort("index").iter_rows(named=True):
+        controls = {c[len("control_"):]: row[c] for c in control_cols if row[c]}
+        out.append(PoseSample(
+            sample_id=row["sample_id"], index=int(row["index"]), prompt=row["prompt"] or "",
+            negative=row["negative_prompt"] or "", label_width=int(row["width"]),
+            label_height=int(row["height"]), controls=controls,
+        ))
+    return out
+
+
+def read_control(pose_dir: Path, sample: PoseSample, name: str) -> np.ndarray:
+    rel = sample.controls.get(name)
+    if rel is None:
+        raise GeneratorError(
+            f"sample {sample.sample_id} has no `control_{name}` column in {Path(pose_dir) / 'labels.parquet'}: "
+            f"the generator needs the {name!r} control map; enable it in pose_pool and re-materialise"
+        )
+    path = Path(pose_dir) / rel
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.array(img)
+    except (OSError, SyntaxError) as exc:
+        raise GeneratorError(f"control map {path} is missing or unreadable ({exc}): re-materialise "
+                             "pose_pool for this partition") from exc
+
+
+def build_request(pose_dir: Path, sample: PoseSample, *, seed: int, size: tuple[int, int],
+                  controls: tuple[str, ...]) -> GenerationRequest:
+    maps = {name: read_control(pose_dir, sample, name) for name in controls}
+    return GenerationRequest(
+        sample_id=sample.sample_id, prompt=sample.prompt, negative=sample.negative, seed=int(seed),
+        width=size[0], height=size[1], controls=maps, shaded=maps.get("shaded"),
+    )
+
+
+def image_path(out_dir: Path, sample_id: str) -> Path:
+    return Path(out_dir) / "images" / f"{sample_id}.png"
+
+
+def encode_png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=4)
+    return buf.getvalue()
+
+
+def known_records(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """What earlier runs recorded per sample: provenance.parquet of the last complete run,
+    overridden by the journal of an interrupted one (later batches win)."""
+    out_dir = Path(out_dir)
+    records: dict[str, dict[str, Any]] = {}
+    prov = out_dir / "provenance.parquet"
+    if prov.is_file():
+        with contextlib.suppress(Exception):  # unreadable: every image is re-verified as unknown
+            records.update({r["sample_id"]: r for r in pl.read_parquet(prov).to_dicts()})
+    journal = out_dir / JOURNAL_DIR
+    if journal.is_dir():
+        for f in sorted(journal.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                records.update({r["sample_id"]: r for r in json.loads(f.read_text())["records"]})
+    return records
+
+
+def verified_record(out_dir: Path, sample_id: str, fingerprint: str,
+                    known: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of an existing image when it was made with these settings and the PNG
+    still hashes to what was recorded."""
+    record = known.get(sample_id)
+    png = image_path(out_dir, sample_id)
+    if record is None or record.get("fingerprint") != fingerprint or not png.is_file():
+        return None
+    return record if file_sha256(png) == record.get("image_sha256") else None
+
+
+def write_batch(out_dir: Path, items: list[tuple[GeneratedImage, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each image (atomically), then one journal file with their records: a record always
+    describes a complete image; a run killed before the journal write loses one batch."""
+    records = {}
+    for generated, fingerprint, extra in items:
+        data = encode_png(generated.image)
+        atomic_write_bytes(image_path(out_dir, generated.sample_id), data)
+        records[generated.sample_id] = {
+            **generated.provenance,
+            **extra,
+            "sample_id": generated.sample_id,
+            "image_path": f"images/{generated.sample_id}.png",
+            "image_sha256": hashlib.sha256(data).hexdigest(),
+            "fingerprint": fingerprint,
+        }
+    if records:
+        name = f"{next(iter(records))}-{uuid.uuid4().hex[:8]}.json"
+        atomic_write_bytes(Path(out_dir) / JOURNAL_DIR / name,
+                           json.dumps({"records": list(records.values())}, default=str).encode())
+    return records
+
+
+def clear_journal(out_dir: Path) -> None:
+    """After provenance.parquet holds every record, the journal is redundant."""
+    shutil.rmtree(Path(out_dir) / JOURNAL_DIR, ignore_errors=True)
+
+
+def clean_partition(out_dir: Path, keep_ids: set[str]) -> list[Path]:
+    """Remove temp files of killed runs and images of samples no longer in the pose pool."""
+    out_dir = Path(out_dir)
+    removed: list[Path] = remove_stale_staging(out_dir / "images") + remove_stale_staging(out_dir / JOURNAL_DIR)
+    if (out_dir / "images").is_dir():
+        for f in (out_dir / "images").glob("*.png"):
+            if f.stem not in keep_ids:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                removed.append(f)
+    removed += remove_stale_staging(out_dir)
+    return removed
+
+
+def provenance_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
+    rows = [{k: r.get(k) for k in PROVENANCE_SCHEMA} for r in records]
+    return pl.DataFrame(rows, schema=PROVENANCE_SCHEMA)
+
+
+def write_parquet_atomic(path: Path, df: pl.DataFrame) -> Path:
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def contact_sheet(rows: list[list[tuple[str, Image.Image]]], thumb: int = 128) -> Image.Image:
+    """A grid: one row per sample, the generated image first, then its control maps."""
+    ncols = max((len(r) for r in rows), default=1)
+    sheet = Image.new("RGB", (ncols * thumb, max(len(rows), 1) * thumb), (24, 24, 24))
+    for i, row in enumerate(rows):
+        for j, (_, img) in enumerate(row):
+            t = img.convert("RGB")
+            scale = thumb / max(t.size)
+            t = t.resize((max(1, round(t.width * scale)), max(1, round(t.height * scale))),
+                         Image.NEAREST if scale > 1 else Image.BILINEAR)
+            sheet.paste(t, (j * thumb + (thumb - t.width) // 2, i * thumb + (thumb - t.height) // 2))
+    return sheet

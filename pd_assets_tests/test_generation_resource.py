@@ -1,0 +1,104 @@
+"""GeneratorResource profiles and settings parsing; the tiny-model CLI; weight hashing."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from pd_assets.generation.render_backend import RenderGenerator
+from pd_assets.generation.tiny_models import main as tiny_main
+from pd_assets.generation.weights import HASH_CACHE_NAME, content_hash, looks_like_hub_id
+from resources.generator import GeneratorResource, parse_controlnets, parse_loras
+
+
+def test_local_profile_renders_at_512():
+    res = GeneratorResource.for_profile("local")
+    assert (res.backend, res.width, res.height) == ("render", 512, 512)
+    assert isinstance(res.build("cpu"), RenderGenerator)
+    assert res.image_size(128, 128) == (512, 512)
+    assert GeneratorResource(backend="render").image_size(128, 96) == (128, 96)
+
+
+def test_ci_profile_is_the_tiny_model_at_64px():
+    res = GeneratorResource.for_profile("ci")
+    assert res.backend == "diffusers" and (res.width, res.height, res.steps) == (64, 64, 2)
+    assert res.model.endswith("tiny-sd15-controlnet/pipeline")
+    assert [c.control for c in res.controlnets] == ["pncc"]
+
+
+def test_gpu_profile_reads_the_environment(monkeypatch):
+    monkeypatch.setenv("PD_GENERATOR_MODEL", "/models/sdxl")
+    monkeypatch.setenv("PD_GENERATOR_CONTROLNET", "pncc=/models/cn-pncc@1.0, depth=org/cn-depth@0.5")
+    monkeypatch.setenv("PD_GENERATOR_LORAS", "/ckpt/realism.safetensors@0.8,/ckpt/dpo")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    res = GeneratorResource.for_profile("gpu")
+    assert (res.family, res.width, res.steps, res.dtype) == ("sdxl", 1024, 25, "float16")
+    assert [(c.control, c.path_or_id, c.scale) for c in res.controlnets] == [
+        ("pncc", "/models/cn-pncc", 1.0), ("depth", "org/cn-depth", 0.5)]
+    assert [(lo.path, lo.scale) for lo in res.loras] == [("/ckpt/realism.safetensors", 0.8), ("/ckpt/dpo", 1.0)]
+    # The token and model location stay environment references until run time.
+    assert isinstance(res.hf_token, dg.EnvVar) and isinstance(res.model, dg.EnvVar)
+    with dg.build_resources({"generator": res}) as built:
+        assert built.generator.hf_token == "hf_secret"
+        assert built.generator.model == "/models/sdxl"
+
+
+def test_gpu_profile_without_token_has_none(monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("PD_GENERATOR_MODEL", raising=False)
+    res = GeneratorResource.for_profile("gpu")
+    assert res.hf_token is None and res.model == "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def test_bad_settings_say_what_to_write():
+    with pytest.raises(ValueError, match="control=path_or_id"):
+        parse_controlnets("/models/cn-pncc")
+    with pytest.raises(ValueError, match="not a number"):
+        parse_loras("/ckpt/x@big")
+    with pytest.raises(ValueError, match="not one of"):
+        GeneratorResource.for_profile("prod")
+    with pytest.raises(ValueError, match="generator.model is unset"):
+        GeneratorResource(backend="diffusers").build("cpu")
+    with pytest.raises(ValueError, match="backend"):
+        GeneratorResource(backend="comfy").build("cpu")
+
+
+def test_describe_names_the_model_and_controls():
+    res = GeneratorResource.for_profile("ci")
+    assert "pncc@1" in res.describe() and "2 steps" in res.describe()
+
+
+def test_tiny_model_cli_builds_offline_and_is_idempotent(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = tmp_path / "tiny"
+    assert tiny_main(["--out", str(out), "--family", "sd15"]) == 0
+    assert "ready" in capsys.readouterr().out
+    info = json.loads((out / "_COMPLETE.json").read_text())
+    assert info["family"] == "sd15"
+    first = content_hash(out / "pipeline")
+    assert tiny_main(["--out", str(out)]) == 0  # complete: kept as is
+    assert content_hash(out / "pipeline") == first
+    # Random weights from a fixed seed: a rebuild elsewhere gives the same content hash.
+    tiny_main(["--out", str(tmp_path / "again")])
+    assert content_hash(tmp_path / "again" / "pipeline") == first
+
+
+def test_content_hash_cache_follows_file_changes(tmp_path):
+    folder = tmp_path / "w"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"abc")
+    (folder / "unet" / "config.json").write_text("{}")
+    h1 = content_hash(folder)
+    assert json.loads((folder / HASH_CACHE_NAME).read_text())["sha256"] == h1
+    assert content_hash(folder) == h1
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"abd")
+    assert content_hash(folder) != h1
+    single = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    assert content_hash(single) == content_hash(single)
+
+
+def test_hub_id_shapes():
+    assert looks_like_hub_id("stabilityai/stable-diffusion-xl-base-1.0")
+    assert not looks_like_hub_id("/abs/path") and not looks_like_hub_id("a/b/c") and not looks_like_hub_id("./x")

@@ -1,0 +1,220 @@
+"""Which generator makes the images: the render baseline or a diffusers pipeline.
+
+One resource, two backends; the asset only calls `build(...).generate(...)`. Profiles:
+`local` renders (fast CPU preview), `ci` runs the tiny diffusers model the project builds
+(`python -m pd_assets.generation.tiny_models`), `gpu` runs real weights named by
+environment variables:
+
+    PD_GENERATOR_MODEL       base model, local diffusers folder or hub id
+    PD_GENERATOR_FAMILY      sd15 | sdxl | flux | flux-control        (default sdxl)
+    PD_GENERATOR_CONTROLNET  control=path_or_id@scale[,...], e.g. pncc=/models/cn-pncc@1.0
+    PD_GENERATOR_LORAS       path@scale[,...], e.g. /ckpt/realism.safetensors@0.8
+    PD_GENERATOR_DTYPE       float16 | bfloat16 | float32              (default float16)
+    HF_TOKEN                 hub token for gated models (read only through dg.EnvVar)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+BACKENDS = ("render", "diffusers")
+_PROFILES = ("local", "ci", "gpu")
+
+
+class ControlNetConfig(dg.Config):
+    path_or_id: str = Field(
+        description="ControlNet (or, for flux-control, control LoRA): local folder or hub id",
+    )
+    control: str = Field(
+        description="the pose_pool control map it was trained on: pncc, skeleton, depth, normals, ...",
+    )
+    scale: float = Field(
+        default=1.0,
+        description="controlnet_conditioning_scale (adapter weight for a control LoRA)",
+    )
+    subfolder: str | None = Field(default=None, description="subfolder inside the folder/repository, if any")
+
+
+class LoraConfig(dg.Config):
+    path: str = Field(
+        description="LoRA .safetensors file or folder (e.g. a realism LoRA, aligned_checkpoint's DPO LoRA)",
+    )
+    scale: float = Field(default=1.0, description="adapter weight passed to set_adapters")
+    weight_name: str | None = Field(default=None, description="file name inside a folder holding several")
+
+
+class GeneratorResource(dg.ConfigurableResource):
+    """How raw_generations makes one image per pose sample."""
+
+    backend: str = Field(default="render", description="render (shaded mesh on a background) | diffusers")
+    model: str | None = Field(
+        default=None,
+        description="diffusers: base pipeline, local folder or hub id (HF_HUB_OFFLINE respected)",
+    )
+    family: str = Field(
+        default="sd15",
+        description="diffusers pipeline family: sd15 | sdxl | flux | flux-control",
+    )
+    controlnets: list[ControlNetConfig] = Field(
+        default_factory=list,
+        description="ControlNets, each fed the pose_pool control map it names; several -> MultiControlNet",
+    )
+    loras: list[LoraConfig] = Field(
+        default_factory=list,
+        description="extra LoRAs stacked in order with their scales",
+    )
+    scheduler: str = Field(
+        default="default",
+        description="default (the model's) | euler | euler_a | ddim | dpm++ | unipc | ... | a diffusers scheduler class",
+    )
+    steps: int = Field(default=25, ge=1, description="denoising steps")
+    guidance: float = Field(
+        default=7.5,
+        description="classifier-free guidance (FLUX: distilled guidance, 3.5 in the method)",
+    )
+    negative_prompt: str | None = Field(
+        default=None,
+        description="replaces every sample's negative prompt when set (ignored by FLUX)",
+    )
+    width: int | None = Field(
+        default=None, ge=8,
+        description="image width; unset = the pose_pool render width",
+    )
+    height: int | None = Field(
+        default=None, ge=8,
+        description="image height; unset = the pose_pool render height",
+    )
+    dtype: str | None = Field(default=None, description="float32 | float16 | bfloat16; unset = compute.dtype")
+    cpu_offload: bool = Field(
+        default=False,
+        description="enable_model_cpu_offload (CUDA only): less GPU memory, slower",
+    )
+    attention_slicing: bool = Field(
+        default=False,
+        description="enable_attention_slicing: less memory, slower",
+    )
+    compile: bool = Field(default=False, description="torch.compile the UNet/transformer (slow first batch)")
+    batch_size: int | None = Field(
+        default=None, ge=1,
+        description="images per pipeline call; unset = compute.batch_size; halved on CUDA OOM",
+    )
+    variant: str | None = Field(default=None, description="weights variant to load, e.g. fp16")
+    hf_token: str | None = Field(
+        default=None,
+        description="hub token for gated models: set only as dg.EnvVar('HF_TOKEN')",
+    )
+    render_backgrounds: list[str] = Field(
+        default_factory=lambda: ["solid", "gradient", "noise"],
+        description="render backend: background kinds drawn per sample",
+    )
+    render_lighting_jitter: float = Field(
+        default=0.25, ge=0.0, le=1.0,
+        description="render backend: strength of the random lighting (0 = the shaded render as is)",
+    )
+
+    def image_size(self, label_width: int, label_height: int) -> tuple[int, int]:
+        """The size images are made at: the configured one, else the pose_pool render's."""
+        return int(self.width or label_width), int(self.height or label_height)
+
+    def build(self, device: str, dtype: Any = None, *, batch_size: int = 1, log: Any = None):
+        """A Generator for `device`; the diffusers pipeline is loaded once per process."""
+        if self.backend not in BACKENDS:
+            raise ValueError(f"generator.backend={self.backend!r} is not one of {', '.join(BACKENDS)}")
+        bs = int(self.batch_size or batch_size)
+        if self.backend == "render":
+            from pd_assets.generation.render_backend import RenderConfig, RenderGenerator
+
+            cfg = RenderConfig(tuple(self.render_backgrounds), self.render_lighting_jitter, device="cpu")
+            return RenderGenerator(cfg, batch_size=bs, log=log)
+        from pd_assets.generation.diffusers_backend import (
+            ControlNetSpec,
+            DiffusersConfig,
+            DiffusersGenerator,
+            LoraSpec,
+        )
+
+        if not self.model:
+            raise ValueError(
+                "generator.backend=diffusers but generator.model is unset: set it (or PD_GENERATOR_MODEL in "
+                "the gpu profile) to a local diffusers folder or a hub id"
+            )
+        dtype_name = self.dtype or (str(dtype).replace("torch.", "") if dtype is not None else "float32")
+        cfg = DiffusersConfig(
+            model=self.model, family=self.family,
+            controlnets=tuple(ControlNetSpec(c.path_or_id, c.control, c.scale, c.subfolder) for c in self.controlnets),
+            loras=tuple(LoraSpec(lo.path, lo.scale, lo.weight_name) for lo in self.loras),
+            scheduler=self.scheduler, steps=self.steps, guidance=self.guidance,
+            negative_prompt=self.negative_prompt, dtype=dtype_name, device=device,
+            cpu_offload=self.cpu_offload, attention_slicing=self.attention_slicing,
+            compile=self.compile, variant=self.variant, token=self.hf_token,
+        )
+        return DiffusersGenerator(cfg, batch_size=bs, log=log)
+
+    def describe(self) -> str:
+        if self.backend == "render":
+            return "render (shaded mesh on a procedural background)"
+        cns = ", ".join(f"{c.control}@{c.scale:g}" for c in self.controlnets)
+        loras = f", loras: {len(self.loras)}" if self.loras else ""
+        return f"diffusers {self.family} {self.model} [controls: {cns}{loras}], {self.steps} steps, guidance {self.guidance:g}"
+
+    @classmethod
+    def for_profile(cls, profile: str) -> GeneratorResource:
+        if profile == "local":
+            return cls(backend="render")  # size follows pose_sampling
+        if profile == "ci":
+            from pd_assets.generation.tiny_models import default_tiny_model_dir
+
+            tiny = default_tiny_model_dir("sd15")
+            return cls(
+                backend="diffusers", model=str(tiny / "pipeline"), family="sd15",
+                controlnets=[ControlNetConfig(path_or_id=str(tiny / "controlnet-pncc"), control="pncc")],
+                steps=2, guidance=5.0, width=64, height=64, dtype="float32",
+            )
+        if profile == "gpu":
+            return cls(
+                backend="diffusers",
+                model=dg.EnvVar("PD_GENERATOR_MODEL") if os.environ.get("PD_GENERATOR_MODEL")
+                else "stabilityai/stable-diffusion-xl-base-1.0",
+                family=os.environ.get("PD_GENERATOR_FAMILY", "sdxl"),
+                controlnets=parse_controlnets(os.environ.get("PD_GENERATOR_CONTROLNET", "")),
+                loras=parse_loras(os.environ.get("PD_GENERATOR_LORAS", "")),
+                dtype=os.environ.get("PD_GENERATOR_DTYPE", "float16"),
+                steps=25, guidance=float(os.environ.get("PD_GENERATOR_GUIDANCE", "7.5")),
+                hf_token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
+            )
+        raise ValueError(f"profile {profile!r} is not one of {', '.join(_PROFILES)}")
+
+
+def _split_scale(item: str, what: str) -> tuple[str, float]:
+    body, sep, scale = item.rpartition("@")
+    if not sep:
+        return item, 1.0
+    try:
+        return body, float(scale)
+    except ValueError:
+        raise ValueError(f"{what}: {item!r} has scale {scale!r}, which is not a number") from None
+
+
+def parse_controlnets(text: str) -> list[ControlNetConfig]:
+    """`pncc=/models/cn-pncc@1.0,depth=org/cn-depth@0.5` -> ControlNetConfig list."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        control, sep, rest = item.partition("=")
+        if not sep or not rest:
+            raise ValueError(
+                f"PD_GENERATOR_CONTROLNET entry {item!r} must read control=path_or_id[@scale], "
+                "e.g. pncc=/models/controlnet-pncc@1.0"
+            )
+        path, scale = _split_scale(rest, "PD_GENERATOR_CONTROLNET")
+        out.append(ControlNetConfig(path_or_id=path, control=control.strip(), scale=scale))
+    return out
+
+
+def parse_loras(text: str) -> list[LoraConfig]:
+    """`/ckpt/realism.safetensors@0.8,/ckpt/dpo@1` -> LoraConfig list."""
+    return [LoraConfig(path=p, scale=s) for p, s in
+            (_split_scale(item, "PD_GENERATOR_LORAS") for item in filter(None, (x.strip() for x in text.split(","))))]
