@@ -97,7 +97,7 @@ def test_render_backend_local_profile(tmp_path):
     assert "data:image/png;base64," in md["preview"]
     assert all(checks_passed(result).values())
     images = sorted((out_dir(tmp_path) / "images").glob("*.png"))
-    assert [Image.open(p).size for p in images] == [(512, 512)] * 5
+    assert [Image.open(p).size for p in images] == [(64, 64)] * 5  # follows the pose_pool size
     assert (out_dir(tmp_path) / "preview.png").is_file()
 
 

@@ -13,12 +13,13 @@ from pd_assets.generation.weights import HASH_CACHE_NAME, content_hash, looks_li
 from resources.generator import GeneratorResource, parse_controlnets, parse_loras
 
 
-def test_local_profile_renders_at_512():
+def test_local_profile_renders_at_the_pose_pool_size():
     res = GeneratorResource.for_profile("local")
-    assert (res.backend, res.width, res.height) == ("render", 512, 512)
+    assert (res.backend, res.width, res.height) == ("render", None, None)
     assert isinstance(res.build("cpu"), RenderGenerator)
-    assert res.image_size(128, 128) == (512, 512)
+    assert res.image_size(512, 512) == (512, 512)
     assert GeneratorResource(backend="render").image_size(128, 96) == (128, 96)
+    assert GeneratorResource(backend="render", width=256, height=192).image_size(128, 96) == (256, 192)
 
 
 def test_ci_profile_is_the_tiny_model_at_64px():
@@ -34,7 +35,7 @@ def test_gpu_profile_reads_the_environment(monkeypatch):
     monkeypatch.setenv("PD_GENERATOR_LORAS", "/ckpt/realism.safetensors@0.8,/ckpt/dpo")
     monkeypatch.setenv("HF_TOKEN", "hf_secret")
     res = GeneratorResource.for_profile("gpu")
-    assert (res.family, res.width, res.steps, res.dtype) == ("sdxl", 1024, 25, "float16")
+    assert (res.family, res.width, res.steps, res.dtype) == ("sdxl", None, 25, "float16")
     assert [(c.control, c.path_or_id, c.scale) for c in res.controlnets] == [
         ("pncc", "/models/cn-pncc", 1.0), ("depth", "org/cn-depth", 0.5)]
     assert [(lo.path, lo.scale) for lo in res.loras] == [("/ckpt/realism.safetensors", 0.8), ("/ckpt/dpo", 1.0)]
