@@ -64,10 +64,12 @@ def report(root: Path, round_name: str, shard: str) -> str:
     if catalog.exists():
         from pd_assets.curation.catalog import query
 
-        lines.append(f"catalog: {catalog}  (kept samples per round and difficulty bin)")
-        lines.append(str(query(root, "SELECT round, difficulty_bin, count(*) FILTER (WHERE kept) AS kept, "
-                                     "round(avg(oks) FILTER (WHERE kept), 3) AS mean_oks_kept "
-                                     "FROM samples GROUP BY ALL ORDER BY ALL")))
+        rows = query(root, "SELECT round, difficulty_bin, count(*) AS samples, "
+                           "count(*) FILTER (WHERE kept) AS kept, round(avg(oks) FILTER (WHERE kept), 3) "
+                           "FROM samples WHERE difficulty_bin IS NOT NULL GROUP BY ALL ORDER BY ALL")
+        lines.append(f"catalog: {catalog}  (samples per round and OKS difficulty bin)")
+        lines.append(f"  {'round':<6}{'bin':<11}{'samples':>8}{'kept':>6}{'mean kept OKS':>15}")
+        lines += [f"  {r:<6}{b:<11}{n:>8}{k:>6}{'' if m is None else m:>15}" for r, b, n, k, m in rows]
     return "\n".join(lines)
 
 
