@@ -57,9 +57,3 @@ def split_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext 
         raise ValueError(f"expected a round|shard partition key, got {key!r}")
     dims = key.keys_by_dimension
     return dims["round"], dims["shard"]
-
-
-def round_index(round_name: str) -> int:
-    if not (round_name.startswith("r") and round_name[1:].isdigit()):
-        raise ValueError(f"round key {round_name!r} must look like r0, r1, ...")
-    return int(round_name[1:])

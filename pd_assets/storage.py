@@ -68,6 +68,11 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if exc.errno == errno.ENOSPC:
+            raise _explain(exc, final_dir) from exc
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -84,13 +89,60 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale_staging(parent: str | os.PathLike) -> list[Path]:
-    """Delete staging/old leftovers of killed runs under `parent` (never final outputs)."""
-    parent = Path(parent)
-    removed = []
+def clean_partition_leftovers(final_dir: str | os.PathLike) -> list[Path]:
+    """Remove what killed runs of *this* partition left beside it; never touch siblings.
+
+    A run killed between the two renames of `atomic_directory` leaves the previous
+    partition only under `.{name}.old-*`: it is moved back rather than deleted.
+    Callers hold `partition_lock` so no live run of this partition owns these files.
+    """
+    final_dir = Path(final_dir)
+    parent, name = final_dir.parent, final_dir.name
     if not parent.is_dir():
+        return []
+    removed = []
+    olds = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not final_dir.exists():
+        os.replace(olds.pop(), final_dir)
+    for p in [*parent.glob(f".{name}.staging-*"), *olds]:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
+
+
+@contextlib.contextmanager
+def partition_lock(root: str | os.PathLike, *key: str, timeout_s: float = 30.0) -> Iterator[None]:
+    """Exclusive lock on one partition across processes (a file lock under `root/.locks`).
+
+    Two runs of the same partition (a backfill and a manual launch, say) would otherwise
+    write into each other's staging directories.
+    """
+    from filelock import FileLock, Timeout
+
+    lock_dir = Path(root) / ".locks"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    lock_path = lock_dir / ("-".join(key) + ".lock")
+    try:
+        with FileLock(str(lock_path), timeout=timeout_s):
+            yield
+    except Timeout:
+        raise StorageError(
+            f"partition {'/'.join(key)} is being written by another run (lock {lock_path}): "
+            "wait for that run to finish or cancel it, then launch again"
+        ) from None
+
+
+def remove_stale_staging(directory: str | os.PathLike) -> list[Path]:
+    """Delete temp leftovers of killed runs inside a directory that one partition owns.
+
+    Only for a partition's own folders (its images/, journal/): never call it on a
+    folder shared by several partitions; use `clean_partition_leftovers` there.
+    """
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
         return removed
-    for p in parent.iterdir():
+    for p in directory.iterdir():
         if p.name.startswith(".") and (".staging-" in p.name or ".old-" in p.name or ".tmp-" in p.name):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)

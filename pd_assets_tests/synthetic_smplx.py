@@ -213,11 +213,26 @@ def build_synthetic_smplx(num_vertices: int = NUM_SMPLX_VERTICES) -> dict[str, n
     }
 
 
+def official_metadata() -> dict[str, np.ndarray]:
+    """Object-dtype members like the official files' ``joint2num``/``part2num`` dicts: loading
+    them needs pickle (``np.load(..., allow_pickle=True)``)."""
+    return {"joint2num": np.array({"pelvis": 0, "left_hip": 1}, dtype=object),
+            "part2num": np.array({"global": 0, "head": 1}, dtype=object)}
+
+
 def write_synthetic_smplx_model(folder: str | Path, num_vertices: int = NUM_SMPLX_VERTICES,
-                                gender: str = "neutral") -> Path:
-    """Write ``folder/SMPLX_{GENDER}.npz`` (compressed, ~1 MB) and return its path."""
+                                gender: str = "neutral", *, with_metadata: bool = False,
+                                drop: tuple[str, ...] = ()) -> Path:
+    """Write ``folder/SMPLX_{GENDER}.npz`` (compressed, ~1 MB) and return its path.
+
+    ``with_metadata`` adds the official files' pickled metadata members (official_metadata);
+    ``drop`` leaves out the named keys (for tests of incomplete files).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"SMPLX_{gender.upper()}.npz"
-    np.savez_compressed(path, **build_synthetic_smplx(num_vertices))
+    arrays = {k: v for k, v in build_synthetic_smplx(num_vertices).items() if k not in drop}
+    if with_metadata:
+        arrays.update(official_metadata())
+    np.savez_compressed(path, **arrays)  # allow_pickle defaults to True: objects get pickled
     return path

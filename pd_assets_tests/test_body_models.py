@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import pickle
 import re
 
 import numpy as np
 import pytest
 
-from pd_assets.poses.body_models import BodyModelError, BodyParams, load_body_model
+from pd_assets.poses.body_models import (
+    BodyModelError, BodyParams, load_body_model, sha256_files,
+)
+from pd_assets.poses.smplx_body import REQUIRED_SMPLX_KEYS, SmplxBodyModel
 from pd_assets.skeleton import BODY_PARTS, COCO17_KEYPOINTS, SMPL_JOINTS
-from pd_assets_tests.synthetic_smplx import smplx_joints, write_synthetic_smplx_model
+from pd_assets_tests.synthetic_smplx import (
+    build_synthetic_smplx, smplx_joints, write_synthetic_smplx_model,
+)
 
 J = {name: i for i, name in enumerate(SMPL_JOINTS)}
 K = {name: i for i, name in enumerate(COCO17_KEYPOINTS)}
@@ -40,8 +47,17 @@ def anny_model():
     return load_body_model("anny")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def smplx_cache(tmp_path_factory):
+    """The sanitised SMPL-X copies go to a temp cache, not the checkout's .cache/."""
+    cache = tmp_path_factory.mktemp("pd_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PD_CACHE_DIR", str(cache))
+        yield cache
+
+
 @pytest.fixture(scope="module")
-def smplx_dir(tmp_path_factory):
+def smplx_dir(tmp_path_factory, smplx_cache):
     folder = tmp_path_factory.mktemp("smplx_model")
     write_synthetic_smplx_model(folder)
     return folder
@@ -279,3 +295,121 @@ def test_models_agree_on_pose_meaning(anny_model, smplx_model):
         assert rest_angle < 12, (parent, child, rest_angle)
         np.testing.assert_allclose(angle_deg(limb(a), limb(s)), rest_angle, atol=0.2,
                                    err_msg=f"{parent}->{child}")
+
+
+# ------------------------------------------------------------------- smplx: nothing unpickles
+PKL_MESSAGE = ("SMPL-X .pkl files need pickle, which this project never loads: use the .npz "
+               "release of the model (SMPLX_NEUTRAL.npz)")
+
+
+@pytest.fixture
+def no_unpickling(monkeypatch):
+    """Any unpickling while this is active fails the test (and the load that tried it)."""
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError("something tried to unpickle")
+
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+    return calls
+
+
+def test_smplx_object_metadata_skipped_same_vertices(tmp_path, smplx_model, smplx_cache):
+    path = write_synthetic_smplx_model(tmp_path / "official", with_metadata=True)
+    with np.load(path, allow_pickle=False) as npz:  # the fixture really holds pickled members
+        assert {"joint2num", "part2num"} <= set(npz.files)
+        with pytest.raises(ValueError, match="allow_pickle"):
+            npz["joint2num"]
+    m = SmplxBodyModel(path)
+    p = random_params(m, 3, seed=11)
+    np.testing.assert_array_equal(m.forward(p).vertices, smplx_model.forward(p).vertices)
+    np.testing.assert_array_equal(m.faces, smplx_model.faces)
+    # smplx got a numeric-only copy, cached under the original's sha256 ...
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    copy = smplx_cache / "smplx" / f"{digest}.npz"
+    with np.load(copy, allow_pickle=False) as npz:
+        assert set(npz.files) == set(build_synthetic_smplx())
+        assert all(npz[k].dtype != object for k in npz.files)
+    # ... but the recorded hash is the user's original file
+    assert m.content_hash == f"smplx-neutral:{sha256_files([path])}"
+    assert m.content_hash != smplx_model.content_hash
+
+
+def test_smplx_pkl_refused(tmp_path, no_unpickling):
+    pkl = tmp_path / "SMPLX_NEUTRAL.pkl"
+    pkl.write_bytes(pickle.dumps(build_synthetic_smplx()))
+    for model_path in (pkl, tmp_path):  # the file itself, or the only model in the folder
+        with pytest.raises(BodyModelError) as err:
+            load_body_model("smplx", model_path=str(model_path))
+        assert PKL_MESSAGE in str(err.value)
+    (tmp_path / "smplx").mkdir()
+    (tmp_path / "smplx" / "SMPLX_NEUTRAL.pkl").write_bytes(pkl.read_bytes())
+    pkl.unlink()
+    with pytest.raises(BodyModelError, match=re.escape(PKL_MESSAGE)):
+        SmplxBodyModel(tmp_path)
+    # where both exist the .npz is the one used
+    write_synthetic_smplx_model(tmp_path / "smplx")
+    assert SmplxBodyModel(tmp_path).path == tmp_path / "smplx" / "SMPLX_NEUTRAL.npz"
+    assert not no_unpickling
+
+
+@pytest.mark.parametrize("key", ["shapedirs", "J_regressor", "lmk_faces_idx", "hands_meanl"])
+def test_smplx_missing_required_key_named(tmp_path, key):
+    assert key in REQUIRED_SMPLX_KEYS
+    path = write_synthetic_smplx_model(tmp_path, drop=(key,))
+    with pytest.raises(BodyModelError, match=rf"lacks the required key '{key}'"):
+        SmplxBodyModel(path)
+
+
+def test_smplx_required_key_as_objects_named(tmp_path):
+    arrays = build_synthetic_smplx()
+    arrays["weights"] = np.array({"not": "numbers"}, dtype=object)
+    path = tmp_path / "SMPLX_NEUTRAL.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(BodyModelError, match=r"required key 'weights' is stored as Python "
+                                             r"objects, which needs pickle"):
+        SmplxBodyModel(path)
+
+
+def test_smplx_loads_without_any_unpickling(tmp_path, monkeypatch, smplx_model):
+    monkeypatch.setenv("PD_CACHE_DIR", str(tmp_path / "fresh_cache"))
+    path = write_synthetic_smplx_model(tmp_path / "model", with_metadata=True)
+    with pytest.MonkeyPatch.context() as mp:
+        calls = []
+
+        def refuse(*args, **kwargs):
+            calls.append(args)
+            raise AssertionError("something tried to unpickle")
+
+        for name in ("load", "loads", "Unpickler"):
+            mp.setattr(pickle, name, refuse)
+        first = SmplxBodyModel(path)    # sanitises and writes the cached copy
+        again = SmplxBodyModel(path)    # reuses the cached copy
+        # a pickle renamed .npz is refused, not unpickled
+        disguised = tmp_path / "disguised" / "SMPLX_NEUTRAL.npz"
+        disguised.parent.mkdir()
+        disguised.write_bytes(pickle.dumps(build_synthetic_smplx()))
+        with pytest.raises(BodyModelError, match="without pickle"):
+            SmplxBodyModel(disguised)
+    assert not calls
+    p = random_params(first, 2, seed=5)
+    np.testing.assert_array_equal(first.forward(p).vertices, smplx_model.forward(p).vertices)
+    np.testing.assert_array_equal(again.forward(p).vertices, smplx_model.forward(p).vertices)
+    # the patch works: the same patch does make the unsanitised file fail in smplx itself
+    import smplx
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pickle, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pkl")))
+        with pytest.raises(AssertionError, match="pkl"):
+            smplx.SMPLX(str(path), use_pca=False, ext="npz")
+
+
+def test_smplx_unwritable_cache_falls_back_to_scratch(tmp_path, monkeypatch, smplx_model):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("PD_CACHE_DIR", str(blocker))
+    m = SmplxBodyModel(write_synthetic_smplx_model(tmp_path / "model", with_metadata=True))
+    p = random_params(m, 1, seed=2)
+    np.testing.assert_array_equal(m.forward(p).vertices, smplx_model.forward(p).vertices)

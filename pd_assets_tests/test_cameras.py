@@ -214,3 +214,8 @@ def test_bad_config_names_the_field(kwargs, match):
 def test_bad_points_are_refused():
     with pytest.raises(ValueError, match="NaN"):
         sample_camera(np.random.default_rng(0), CameraConfig(), np.array([[0, 0, np.nan]]))
+
+
+def test_nan_framing_weight_is_a_clear_config_error():
+    with pytest.raises(ValueError, match="framing_weights=.*finite weights"):
+        CameraConfig(framing_weights={"full": float("nan")})

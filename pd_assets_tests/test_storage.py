@@ -47,14 +47,59 @@ def test_failed_partition_keeps_the_previous_one(tmp_path):
     assert [p.name for p in final.parent.iterdir()] == ["s0000"]
 
 
-def test_stale_staging_is_removed_but_final_outputs_are_not(tmp_path):
+def test_cleanup_touches_only_this_partitions_leftovers(tmp_path):
     (tmp_path / "s0000").mkdir()
     (tmp_path / ".s0000.staging-1234abcd").mkdir()
-    (tmp_path / ".s0001.old-1234abcd").mkdir()
-    (tmp_path / ".x.png.tmp-1234abcd").write_bytes(b"")
-    removed = storage.remove_stale_staging(tmp_path)
-    assert len(removed) == 3
+    (tmp_path / ".s0001.staging-5678abcd").mkdir()  # a sibling's live run: keep
+    removed = storage.clean_partition_leftovers(tmp_path / "s0000")
+    assert [p.name for p in removed] == [".s0000.staging-1234abcd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s0001.staging-5678abcd", "s0000"]
+
+
+def test_partition_orphaned_between_renames_is_restored(tmp_path):
+    """Killed after moving the old partition aside, before the new one moved in."""
+    old = tmp_path / ".s0000.old-1234abcd"
+    old.mkdir()
+    (old / "labels.parquet").write_bytes(b"v1")
+    (tmp_path / ".s0000.staging-1234abcd").mkdir()
+    storage.clean_partition_leftovers(tmp_path / "s0000")
+    assert (tmp_path / "s0000" / "labels.parquet").read_bytes() == b"v1"
     assert [p.name for p in tmp_path.iterdir()] == ["s0000"]
+
+
+def test_disk_full_inside_a_partition_is_explained(tmp_path):
+    final = tmp_path / "pose_pool" / "r0" / "s0000"
+    with pytest.raises(storage.StorageError, match="disk full while writing .*s0000"):
+        with storage.atomic_directory(final):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert list(final.parent.iterdir()) == []
+
+
+def test_second_writer_of_a_partition_is_refused_clearly(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).resolve().parents[1])!r})
+        from pd_assets import storage
+        with storage.partition_lock({str(tmp_path)!r}, "pose_pool", "r0", "s0000"):
+            print("held", flush=True)
+            time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(storage.StorageError, match="being written by another run"):
+            with storage.partition_lock(tmp_path, "pose_pool", "r0", "s0000", timeout_s=0.5):
+                pass
+        with storage.partition_lock(tmp_path, "pose_pool", "r0", "s0001", timeout_s=0.5):
+            pass  # another partition is free
+    finally:
+        holder.kill()
+        holder.wait()
+    with storage.partition_lock(tmp_path, "pose_pool", "r0", "s0000", timeout_s=5):
+        pass  # a killed holder releases the lock
 
 
 def test_seeds_depend_on_every_part_and_nothing_else():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import dagster as dg
 from pydantic import Field
-
-_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_device(spec: str) -> str:
@@ -36,16 +36,11 @@ class ComputeResource(dg.ConfigurableResource):
     """Where tensors live and how work is batched; `seed` is the project seed."""
 
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
-    dtype: str = Field(default="float32", description="float32 | float16 | bfloat16")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        default="float32", description="default dtype for models that do not set their own"
+    )
     batch_size: int = Field(default=16, ge=1, description="samples per batch on the device")
     seed: int = Field(default=20260328, description="project seed; every draw derives from it")
 
     def torch_device(self) -> str:
         return resolve_device(self.device)
-
-    def torch_dtype(self):
-        import torch
-
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"compute.dtype={self.dtype!r} is not one of {', '.join(_DTYPES)}")
-        return getattr(torch, self.dtype)

@@ -17,8 +17,5 @@ class DatasetStoreResource(dg.ConfigurableResource):
     def partition_dir(self, asset: str, round_name: str, shard: str) -> Path:
         return self.root_path() / asset / round_name / shard
 
-    def round_dir(self, asset: str, round_name: str) -> Path:
-        return self.root_path() / asset / round_name
-
     def catalog_path(self) -> Path:
         return self.root_path() / "catalog.duckdb"

@@ -206,6 +206,17 @@ class AnnyBodyModel(BodyModel):
         m = self._calibration["boys"]["morphological_age_mapping"]
         return np.interp(years, m["morphological_age_anchors"], m["anny_age_anchors"])
 
+    def years_from_age(self, age: np.ndarray) -> np.ndarray:
+        """Inverse of `age_from_years` (the same calibration anchors, swapped)."""
+        m = self._calibration["boys"]["morphological_age_mapping"]
+        return np.interp(age, m["anny_age_anchors"], m["morphological_age_anchors"])
+
+    def person_attributes(self, shape: np.ndarray) -> dict[str, float | None]:
+        # anny's gender phenotype runs from 0 = male to 1 = female (its blend anchors)
+        shape = np.asarray(shape, dtype=np.float64)
+        return {"age_years": float(self.years_from_age(shape[self.shape_names.index("age")])),
+                "gender": 1.0 - float(shape[self.shape_names.index("gender")])}
+
     def sample_shape(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Children to elderly, both sexes (gender continuous in [0, 1]), varied builds.
 

@@ -7,7 +7,9 @@ from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.cameras import CameraConfig
 from pd_assets.poses.pool import PosePoolSettings, build_pose_pool
 from pd_assets.previews import markdown_image
-from pd_assets.storage import COMPLETE_MARKER, atomic_directory, atomic_write_json, remove_stale_staging
+from pd_assets.storage import (
+    COMPLETE_MARKER, atomic_directory, atomic_write_json, clean_partition_leftovers, partition_lock,
+)
 from resources.body_model import BodyModelResource
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
@@ -57,18 +59,19 @@ def pose_pool(
     settings = settings_from(pose_sampling)
     model = body_model.load(device=compute.torch_device())
     final_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
-    for leftover in remove_stale_staging(final_dir.parent):
-        context.log.warning(f"removed leftover of an interrupted run: {leftover}")
-    with atomic_directory(final_dir) as staging:
-        summary = build_pose_pool(
-            settings, model, staging, compute.seed, round_name, shard,
-            batch_size=compute.batch_size, log=context.log.info,
-        )
-        atomic_write_json(staging / COMPLETE_MARKER, {
-            "num_samples": summary.num_samples, "body_model": model.name,
-            "body_model_hash": model.content_hash, "project_seed": compute.seed,
-            "controls": list(settings.controls),
-        })
+    with partition_lock(dataset_store.root_path(), "pose_pool", round_name, shard):
+        for leftover in clean_partition_leftovers(final_dir):
+            context.log.warning(f"removed leftover of an interrupted run: {leftover}")
+        with atomic_directory(final_dir) as staging:
+            summary = build_pose_pool(
+                settings, model, staging, compute.seed, round_name, shard,
+                batch_size=compute.batch_size, log=context.log.info,
+            )
+            atomic_write_json(staging / COMPLETE_MARKER, {
+                "num_samples": summary.num_samples, "body_model": model.name,
+                "body_model_hash": model.content_hash, "project_seed": compute.seed,
+                "controls": list(settings.controls),
+            })
     return dg.MaterializeResult(metadata={
         "num_samples": summary.num_samples,
         "samples_per_second": dg.MetadataValue.float(round(summary.samples_per_second, 2)),

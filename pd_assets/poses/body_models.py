@@ -98,9 +98,10 @@ class BodyModel(ABC):
     def num_vertices(self) -> int:
         return int(self.vertex_parts.shape[0])
 
-    def rest_params(self, n: int = 1) -> BodyParams:
-        """Neutral shape in the zero (T) pose, n times."""
-        return BodyParams.rest(np.repeat(self.neutral_shape()[None], n, axis=0))
+    def person_attributes(self, shape: np.ndarray) -> dict[str, float | None]:
+        """Age in years and gender in [0, 1] (0 female, 1 male) where the model encodes
+        them (for prompts that match the body); None where it does not (SMPL-X betas)."""
+        return {"age_years": None, "gender": None}
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.name} V={self.num_vertices} "
@@ -192,7 +193,7 @@ def load_body_model(kind: str, *, model_path: str | None = None, device: str = "
     """Load (once per process and argument set) the body model ``kind``: "anny" | "smplx".
 
     ``model_path``, ``gender`` and ``num_betas`` only apply to SMPL-X: ``model_path`` is the
-    model file or the folder holding ``SMPLX_{GENDER}.npz`` (or ``.pkl``, or ``smplx/`` inside).
+    model file or the folder holding ``SMPLX_{GENDER}.npz`` (or ``smplx/`` inside; ``.pkl`` files are refused: they need pickle).
     anny reads its data from the installed package and its cache (``$ANNY_CACHE_DIR``).
     """
     kind = str(kind).lower().strip()

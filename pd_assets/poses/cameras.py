@@ -92,9 +92,9 @@ class CameraConfig:
         fix("roll_range_deg", self.roll_range_deg)
         unknown = sorted(set(self.framing_weights) - set(FRAMINGS))
         w = [float(self.framing_weights.get(f, 0.0)) for f in FRAMINGS]
-        if unknown or min(w) < 0 or sum(w) <= 0:
+        if unknown or not all(math.isfinite(x) for x in w) or min(w) < 0 or sum(w) <= 0:
             raise ValueError(f"framing_weights={self.framing_weights!r}: keys from {FRAMINGS}, "
-                             "weights >= 0, not all 0")
+                             "finite weights >= 0, not all 0")
         fills = {**_DEFAULT_FILL, **self.fill_ranges}  # framings left out keep the defaults
         object.__setattr__(self, "fill_ranges", {k: _pair(f"fill_ranges[{k}]", v, True)
                                                  for k, v in fills.items() if k in FRAMINGS})

@@ -1,7 +1,7 @@
 """Per-sample labels derived from a posed body, its camera and its render.
 
 Pure functions: what a label row holds (see CONTRACTS.md, labels.parquet) and how
-the derived quantities (2D keypoints, visibility, bbox, body attributes) are computed.
+the derived quantities (camera-frame points, bbox) are computed.
 """
 
 from __future__ import annotations
@@ -10,26 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-# anny's age phenotype anchors (newborn, baby, child, young, old) at -1/3, 0, 1/3, 2/3, 1
-# correspond to MakeHuman's ages in years; interpolate between them.
-_ANNY_AGE_ANCHORS = np.array([-1 / 3, 0.0, 1 / 3, 2 / 3, 1.0])
-_ANNY_AGE_YEARS = np.array([0.0, 1.0, 11.0, 25.0, 90.0])
-
-
-def anny_age_years(age_phenotype: float) -> float:
-    return float(np.interp(age_phenotype, _ANNY_AGE_ANCHORS, _ANNY_AGE_YEARS))
-
-
-def body_attributes(body_model_name: str, shape: np.ndarray) -> dict[str, float | None]:
-    """Age in years and gender in [0, 1] (0 female, 1 male) where the body model knows them.
-
-    anny's phenotype `gender` runs from 0 = male to 1 = female (its blend anchors), so it
-    is flipped here; SMPL-X betas carry no reliable age or gender.
-    """
-    if body_model_name == "anny":
-        return {"gender": 1.0 - float(shape[0]), "age_years": anny_age_years(float(shape[1]))}
-    return {"gender": None, "age_years": None}
 
 
 def bbox_from_mask(mask: np.ndarray) -> tuple[float, float, float, float]:

@@ -22,7 +22,7 @@ from pd_assets.generation.prompts import load_prompt_bank, sample_prompt
 from pd_assets.poses import control_maps
 from pd_assets.poses.body_models import BodyModel, BodyParams
 from pd_assets.poses.cameras import CameraConfig, project_points, sample_camera
-from pd_assets.poses.labels import bbox_from_mask, body_attributes, flat, to_camera, write_labels
+from pd_assets.poses.labels import bbox_from_mask, flat, to_camera, write_labels
 from pd_assets.poses.pose_sampler import sample_pose
 from pd_assets.poses.pose_sources import PoseRecord, load_pose_records
 from pd_assets.poses.render import Renderer, RenderOutput, pncc_colors, sample_shading
@@ -187,7 +187,7 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
                 visible = control_maps.keypoint_visibility(kp_cam, cam.K, render.depth, width, height)
                 skeleton = (control_maps.draw_skeleton(kp2d, visible, width, height)
                             if "skeleton" in settings.controls else None)
-                attrs = body_attributes(model.name, params.shape[b])
+                attrs = model.person_attributes(params.shape[b])
                 prompt = sample_prompt(rng_for(project_seed, round_name, shard, i, "prompt"), bank,
                                        age_years=attrs["age_years"], gender=attrs["gender"])
                 timings["labels"] += time.perf_counter() - t

@@ -4,10 +4,21 @@ SMPL-X is natively in the body frame the pipeline uses (y up, facing +z, x = lef
 body pose is the pose convention itself, so the adapter only recentres on the pelvis (the pelvis
 joint lands at ``transl``, as for anny), zeroes hands/face (relaxed mean hands), and picks the
 COCO-17 keypoints: nose/eyes/ears from SMPL-X's standard vertex ids, the rest from its joints.
+
+Nothing here unpickles. The smplx package reads ``.pkl`` models with ``pickle.load`` and ``.npz``
+ones with ``np.load(allow_pickle=True)``, so ``.pkl`` files are refused, and an ``.npz`` is read
+member by member with ``allow_pickle=False``: members stored as Python objects (the official
+files' ``joint2num``/``part2num`` metadata dicts) are skipped, the keys smplx needs must be
+present and numeric, and smplx is handed a numeric-only copy (cached under
+``<cache_dir>/smplx/<sha256 of the original>.npz``), which can't trigger unpickling even with
+``allow_pickle=True``. The content hash is still the hash of the user's original file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import tempfile
 import threading
 from pathlib import Path
 
@@ -31,8 +42,28 @@ _COCO_BODY_JOINTS = {
 NUM_SMPLX_JOINTS = 55
 
 
+# The arrays smplx.SMPLX reads with this adapter's arguments (use_face_contour=False; the hand
+# PCA components are read even with use_pca=False); they must be present and numeric.
+REQUIRED_SMPLX_KEYS = (
+    "v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table",
+    "hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr",
+    "lmk_faces_idx", "lmk_bary_coords",
+)
+_NUMERIC_KINDS = "biuf"  # bool, int, uint, float: what a numeric-only copy keeps
+_REQUIRED_KINDS = "iuf"
+
+
+def _pkl_refused(path: Path, gender: str = "neutral") -> BodyModelError:
+    return BodyModelError(
+        "SMPL-X .pkl files need pickle, which this project never loads: use the .npz release "
+        f"of the model (SMPLX_{gender.upper()}.npz) [got {path}]")
+
+
 def resolve_smplx_file(model_path: str | Path | None, gender: str = "neutral") -> Path:
-    """The SMPLX_{GENDER}.npz/.pkl file: model_path itself, or inside it (or its smplx/)."""
+    """The SMPLX_{GENDER}.npz file: model_path itself, or inside it (or its smplx/).
+
+    A ``.pkl`` model (file, or the only one in the folder) is refused: loading it needs pickle.
+    """
     fname = f"SMPLX_{gender.upper()}"
     hint = (f"set body_model.model_path to the folder holding {fname}.npz, "
             "or use body_model.kind=anny")
@@ -40,12 +71,107 @@ def resolve_smplx_file(model_path: str | Path | None, gender: str = "neutral") -
         raise BodyModelError(f"SMPL-X model file not found at {model_path}: {hint}")
     p = Path(model_path).expanduser()
     if p.is_file():
+        if p.suffix.lower() == ".pkl":
+            raise _pkl_refused(p, gender)
         return p
-    for c in (p / f"{fname}.npz", p / f"{fname}.pkl", p / "smplx" / f"{fname}.npz",
-              p / "smplx" / f"{fname}.pkl"):
+    for c in (p / f"{fname}.npz", p / "smplx" / f"{fname}.npz"):
         if c.is_file():
             return c
+    for c in (p / f"{fname}.pkl", p / "smplx" / f"{fname}.pkl"):
+        if c.is_file():
+            raise _pkl_refused(c, gender)
     raise BodyModelError(f"SMPL-X model file not found at {p}: {hint}")
+
+
+def _sha256_bytes(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_numeric_npz(path: Path) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The numeric arrays of an .npz, read with ``allow_pickle=False``, and the skipped keys.
+
+    Members that can't be read without pickle (object arrays), or aren't numeric, are skipped;
+    every key in REQUIRED_SMPLX_KEYS must be present and numeric, else BodyModelError naming it.
+    """
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except Exception as exc:  # a pickle, a truncated file, not numpy at all
+        raise BodyModelError(
+            f"could not read the SMPL-X model file {path} as an .npz archive without pickle "
+            f"({type(exc).__name__}: {exc}): use the original SMPLX_*.npz from "
+            "smpl-x.is.tue.mpg.de, or body_model.kind=anny") from exc
+    if not hasattr(archive, "files"):  # a bare .npy array
+        raise BodyModelError(f"{path} holds a single array, not an .npz archive of the SMPL-X "
+                             "model: use the original SMPLX_*.npz from smpl-x.is.tue.mpg.de")
+    arrays: dict[str, np.ndarray] = {}
+    skipped: list[str] = []
+    with archive:
+        for key in archive.files:
+            try:
+                value = archive[key]
+            except Exception as exc:  # object dtype ("needs allow_pickle") or a damaged member
+                if key in REQUIRED_SMPLX_KEYS:
+                    why = ("is stored as Python objects, which needs pickle"
+                           if "allow_pickle" in str(exc) else f"can't be read ({exc})")
+                    raise BodyModelError(
+                        f"the SMPL-X model file {path}: required key {key!r} {why}: use the "
+                        "original SMPLX_*.npz from smpl-x.is.tue.mpg.de") from exc
+                skipped.append(key)
+                continue
+            kinds = _REQUIRED_KINDS if key in REQUIRED_SMPLX_KEYS else _NUMERIC_KINDS
+            if value.dtype.kind not in kinds:
+                if key in REQUIRED_SMPLX_KEYS:
+                    raise BodyModelError(
+                        f"the SMPL-X model file {path}: required key {key!r} is not numeric "
+                        f"(dtype {value.dtype}): use the original SMPLX_*.npz")
+                skipped.append(key)
+                continue
+            arrays[key] = value
+    missing = [k for k in REQUIRED_SMPLX_KEYS if k not in arrays]
+    if missing:
+        raise BodyModelError(
+            f"the SMPL-X model file {path} lacks the required key {missing[0]!r}"
+            + (f" (and {', '.join(map(repr, missing[1:]))})" if missing[1:] else "")
+            + ": is this an SMPL-X .npz? use the original SMPLX_*.npz from smpl-x.is.tue.mpg.de")
+    return arrays, skipped
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # numeric arrays only: nothing in it is pickled
+    return buf.getvalue()
+
+
+def sanitised_smplx_copy(path: Path, scratch: Path | None = None) -> Path:
+    """A numeric-only copy of the .npz ``path`` that smplx can load without unpickling.
+
+    Kept in ``<cache_dir>/smplx/<sha256 of path>.npz`` (reused while it reads back clean), or in
+    ``scratch`` where the cache can't be written.
+    """
+    from pd_assets.storage import StorageError, atomic_write_bytes
+    from resources.paths import cache_dir
+
+    arrays, _ = read_numeric_npz(path)
+    digest = _sha256_bytes(path)
+    cached = cache_dir() / "smplx" / f"{digest}.npz"
+    if cached.is_file():
+        try:
+            got, skipped = read_numeric_npz(cached)
+            if not skipped and got.keys() == arrays.keys():
+                return cached
+        except BodyModelError:
+            pass  # damaged or foreign: rewrite it
+    data = _npz_bytes(arrays)
+    try:
+        return atomic_write_bytes(cached, data)
+    except (StorageError, OSError):
+        if scratch is None:
+            raise
+        return atomic_write_bytes(scratch / f"{digest}.npz", data)
 
 
 class SmplxBodyModel(BodyModel):
@@ -66,8 +192,12 @@ class SmplxBodyModel(BodyModel):
             raise BodyModelError(f"the smplx package is missing ({exc}): pip install smplx"
                                  ) from exc
         try:
-            model = smplx.SMPLX(str(self.path), gender=gender, use_pca=False,
-                                num_betas=num_betas, ext=self.path.suffix.lstrip(".") or "npz")
+            with tempfile.TemporaryDirectory(prefix="pd-smplx-") as scratch:
+                numeric = sanitised_smplx_copy(self.path, Path(scratch))
+                model = smplx.SMPLX(str(numeric), gender=gender, use_pca=False,
+                                    num_betas=num_betas, ext="npz")
+        except BodyModelError:
+            raise
         except Exception as exc:  # corrupt/incomplete file: say which and why
             raise BodyModelError(
                 f"could not load the SMPL-X model file {self.path} ({type(exc).__name__}: {exc}): "
@@ -97,7 +227,7 @@ class SmplxBodyModel(BodyModel):
 
     @property
     def content_hash(self) -> str:
-        """sha256 of the model file (``smplx-<gender>:<digest>``)."""
+        """sha256 of the user's model file, not the sanitised copy (``smplx-<gender>:<digest>``)."""
         with self._lock:
             if self._hash is None:
                 self._hash = f"smplx-{self.gender}:{sha256_files([self.path])}"
