@@ -4,8 +4,8 @@ Builds one pose_pool partition (anny + the renderer) and render-backend-like ima
 (the shaded body on a textured background) in a temp dir, then times
 
 * bare detector inference (mediapipe Pose Landmarker on decoded images),
-* the whole per-partition filter (`curate_partition`: PNG decode, detection, every
-  score, JPEG encode, tar write), and its parts.
+* the whole per-partition filter (`curate_partition`: PNG decode and sha256 against the
+  provenance, detection, every score, JPEG encode, tar write), and its parts.
 
     .venv/bin/python benchmarks/bench_curation.py [--samples 64] [--size 512]
 """
@@ -58,7 +58,9 @@ def main() -> None:
 
     build_task(models_dir())
     resource = KeypointDetectorResource()
-    detector, calibration = resource.build(), resource.load_calibration()
+    detector = resource.build()
+    calibration, calibration_status = resource.resolve_calibration()
+    print(f"calibration: {calibration_status}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t0 = time.perf_counter()
@@ -77,7 +79,8 @@ def main() -> None:
             bare = min(bare, time.perf_counter() - t)
             t = time.perf_counter()
             result = curate_partition(labels, provenance, pool, gen, detector, calibration, FilterThresholds(),
-                                      root / f"bench-{time.monotonic_ns()}.tar", batch_size=16)
+                                      root / f"bench-{time.monotonic_ns()}.tar", batch_size=16,
+                                      calibration_status=calibration_status)
             elapsed = time.perf_counter() - t
             if elapsed < full:
                 full, parts = elapsed, result.seconds

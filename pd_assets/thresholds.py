@@ -38,8 +38,9 @@ HEAD_POSE_MAX_DEG = 25.0
 # heavily blurred image scores < 10 (OpenCV blur-detection folklore uses ~100 for photos;
 # generated images with smooth backgrounds sit lower, so we only reject the extreme).
 SHARPNESS_MIN = 10.0
-# Exposure clipping: fraction of pixels at <= 2 or >= 253 (any channel mean). More than
-# half the image blown out or crushed is unusable for training.
+# Exposure clipping: fraction of pixels whose luma (ITU-R 601 grey, `scores.grey`, as
+# OpenCV computes it) is <= 2 or >= 253. More than half the image blown out or crushed
+# is unusable for training.
 CLIP_LOW_LEVEL = 2
 CLIP_HIGH_LEVEL = 253
 EXPOSURE_CLIPPED_MAX = 0.5

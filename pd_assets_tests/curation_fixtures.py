@@ -9,11 +9,13 @@ Two sources of "generated" images:
 * `write_render_generations`: for a real pose_pool partition (anny + the renderer), the
   shaded control composited on a textured background: what the render backend makes.
 
-Either can mark samples as corrupt (garbage bytes or a truncated PNG).
+Either can mark samples as corrupt (garbage bytes or a truncated PNG). Provenance rows
+carry the sha256 of the bytes written, as raw_generations records it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from pathlib import Path
@@ -137,14 +139,15 @@ def write_synthetic_partition(root: Path, round_name: str, shard: str, n: int = 
             data = corrupt_png(data, corrupt[i])
         (gen / "images" / f"{sid}.png").write_bytes(data)
         rows.append(row)
-        prov.append(_provenance(sid, row))
+        prov.append(_provenance(sid, row, data))
     pl.DataFrame(rows).write_parquet(pool / "labels.parquet")
     pl.DataFrame(prov).write_parquet(gen / "provenance.parquet")
     return [r["sample_id"] for r in rows]
 
 
-def _provenance(sid: str, row: dict) -> dict:
-    return {"sample_id": sid, "backend": "test", "model_id": "synthetic-drawing", "seed": row["seed"],
+def _provenance(sid: str, row: dict, data: bytes) -> dict:
+    return {"sample_id": sid, "image_path": f"images/{sid}.png", "image_sha256": hashlib.sha256(data).hexdigest(),
+            "backend": "test", "model_id": "synthetic-drawing", "seed": row["seed"],
             "prompt": row["prompt"], "width": row["width"], "height": row["height"], "seconds": 0.0}
 
 
@@ -166,6 +169,6 @@ def write_render_generations(root: Path, round_name: str, shard: str,
         if i in corrupt:
             data = corrupt_png(data, corrupt[i])
         (gen / "images" / f"{row['sample_id']}.png").write_bytes(data)
-        prov.append(_provenance(row["sample_id"], row))
+        prov.append(_provenance(row["sample_id"], row, data))
     pl.DataFrame(prov).write_parquet(gen / "provenance.parquet")
     return [r["sample_id"] for r in labels]

@@ -69,6 +69,10 @@ def test_every_sample_is_indexed_and_corrupt_images_are_rejected_with_reasons(sy
     assert "data:image/jpeg;base64," in meta["contact_sheet"].value
     for name in ("index.parquet", "preview.png", "oks_histogram.png", "_COMPLETE.json", "r0-s0000.tar"):
         assert (part / name).is_file(), name
+    # an uncalibrated run says so, and why, everywhere it is recorded
+    status = "none (keypoint_detector.calibration=none)"
+    assert meta["calibration"].value == status and index["calibration"].unique().to_list() == [status]
+    assert json.loads((part / "_COMPLETE.json").read_text())["calibration"] == status
 
 
 def test_blocking_checks_pass_and_the_shard_is_valid_even_if_empty(synthetic_run):
@@ -158,3 +162,57 @@ def test_on_real_renders_most_samples_pass_with_high_oks(tmp_path):
     assert index.height == 8 and index["oks"].drop_nulls().median() > 0.85
     assert index["mask_iou"].drop_nulls().median() > 0.85
     assert _checks(result)["shard_ids_consistent"].passed
+
+
+def test_an_unfinished_raw_generations_run_is_refused_with_the_fix(tmp_path):
+    root = tmp_path / "data"
+    write_synthetic_partition(root, "r0", "s0000", n=2)
+    (root / "raw_generations" / "r0" / "s0000" / "journal").mkdir()  # a run in progress, or killed
+    result = _materialize(root)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error
+    text = "".join([failure.message, *(c.message for c in _causes(failure))])
+    assert ("raw_generations for r0|s0000 is incomplete (a run was interrupted or is in progress): "
+            "re-materialise raw_generations for this partition") in text
+    assert not (root / "filtered_shards" / "r0" / "s0000").exists()
+
+
+def _causes(error):
+    while error.cause is not None:
+        error = error.cause
+        yield error
+
+
+def test_images_that_do_not_match_their_provenance_or_mask_are_rejected_never_shipped(tmp_path):
+    """Another run's image, a sample without a provenance row, a corrupt and a missing label mask."""
+    root = tmp_path / "data"
+    ids = write_synthetic_partition(root, "r0", "s0000", n=5)
+    pool, gen = root / "pose_pool" / "r0" / "s0000", root / "raw_generations" / "r0" / "s0000"
+    # sample 1: the image was rewritten in place by a newer run, provenance.parquet is the old one
+    (gen / "images" / f"{ids[1]}.png").write_bytes((gen / "images" / f"{ids[0]}.png").read_bytes())
+    prov = pl.read_parquet(gen / "provenance.parquet")
+    prov.filter(pl.col("sample_id") != ids[2]).write_parquet(gen / "provenance.parquet")  # sample 2: no row
+    mask3 = pool / "controls" / "mask" / f"{ids[3]}.png"
+    mask3.write_bytes(mask3.read_bytes()[:40])  # sample 3: truncated label mask
+    (pool / "controls" / "mask" / f"{ids[4]}.png").unlink()  # sample 4: label mask gone
+    result = _materialize(root, LOOSE)
+    assert result.get_asset_materialization_events()
+    part = root / "filtered_shards" / "r0" / "s0000"
+    index = {r["sample_id"]: r for r in pl.read_parquet(part / "index.parquet").to_dicts()}
+    expected = {
+        ids[1]: ("provenance", "image does not match its provenance (sha256): re-materialise raw_generations"),
+        ids[2]: ("provenance", "image has no provenance row: re-materialise raw_generations"),
+        ids[3]: ("label_mask", "unreadable label mask: "),
+        ids[4]: ("label_mask", f"unreadable label mask: file missing at {ids[4]}.png; re-materialise pose_pool"),
+    }
+    for sid, (check, reason) in expected.items():
+        rec = index[sid]
+        assert not rec["kept"] and rec["reject_stage"] == "readable", sid
+        assert rec["failed_checks"][0] == check and rec["reject_reason"].startswith(reason), rec["reject_reason"]
+        assert rec["oks"] is not None  # still scored: the index can be inspected
+    assert index[ids[3]]["reject_reason"].endswith("re-materialise pose_pool")
+    assert not {"provenance", "label_mask"} & set(index[ids[0]]["failed_checks"])
+    from pd_assets.curation.shards import shard_keys
+
+    assert set(shard_keys(part / "r0-s0000.tar")) <= {ids[0]}  # nothing shipped with wrong provenance
+

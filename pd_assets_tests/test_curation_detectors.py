@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from pd_assets.curation import mediapipe_task
 from pd_assets.curation.detectors import BLAZEPOSE_TO_COCO17, DetectorError, MediapipeDetector, VitPoseDetector
-from pd_assets.skeleton import COCO17_FLIP
+from pd_assets.skeleton import COCO17_FLIP, COCO17_KEYPOINTS
 from pd_assets_tests.curation_fixtures import person_image, synthetic_label
 from resources.keypoint_detector import KeypointDetectorResource
 from resources.paths import models_dir
@@ -73,8 +75,72 @@ def test_mediapipe_detects_a_person_with_coco17_keypoints_and_a_mask(task_path, 
     assert empty.masks.shape == (0, 256, 256) and not empty.person_mask.any()
 
 
-def test_blazepose_to_coco_map():
-    assert len(BLAZEPOSE_TO_COCO17) == 17 and BLAZEPOSE_TO_COCO17[11:13] == (23, 24)
+def test_blazepose_to_coco_map_names_match_mediapipes_own_landmark_enum():
+    from mediapipe.tasks.python.vision import PoseLandmark
+
+    assert [PoseLandmark(i).name.lower() for i in BLAZEPOSE_TO_COCO17] == list(COCO17_KEYPOINTS)
+
+
+class _FakeMask:
+    def __init__(self, array):
+        self._array = array
+
+    def numpy_view(self):
+        return self._array
+
+
+class _FakeLandmarker:
+    """Returns one person whose 33 BlazePose landmarks encode their own index."""
+
+    def __init__(self, landmarks, mask):
+        self.result = SimpleNamespace(pose_landmarks=[landmarks], segmentation_masks=[_FakeMask(mask)])
+
+    def detect(self, _image):
+        return self.result
+
+    def close(self):
+        pass
+
+
+def test_mediapipe_output_is_mapped_to_coco17_in_opencv_pixels():
+    """A known BlazePose landmark array (landmark i at x = i / 40, y = 1 - i / 40, visibility
+    i / 33, presence 0.9) goes through the detector's own mapping and pixel conversion."""
+    import mediapipe as mp
+    from mediapipe.tasks.python.components.containers.landmark import NormalizedLandmark
+
+    h, w = 60, 80
+    landmarks = [NormalizedLandmark(x=i / 40, y=1 - i / 40, z=0.0, visibility=i / 33, presence=0.9)
+                 for i in range(33)]
+    mask = np.zeros((h, w, 1), np.float32)
+    mask[10:20, 30:50] = 0.8
+    det = object.__new__(MediapipeDetector)  # the landmarker itself is replaced, nothing else
+    det._mp, det.mask_threshold, det._landmarker = mp, 0.5, _FakeLandmarker(landmarks, mask)
+    out = det.detect([np.zeros((h, w, 3), np.uint8)])[0]
+    # COCO left_hip is BlazePose 23, right_ankle is 28, nose is 0
+    coco = {name: i for i, name in enumerate(COCO17_KEYPOINTS)}
+    np.testing.assert_allclose(out.keypoints[0, coco["left_hip"]], [23 / 40 * w - 0.5, (1 - 23 / 40) * h - 0.5])
+    np.testing.assert_allclose(out.keypoints[0, coco["right_ankle"]], [28 / 40 * w - 0.5, (1 - 28 / 40) * h - 0.5])
+    np.testing.assert_allclose(out.keypoints[0, coco["nose"]], [-0.5, h - 0.5])
+    np.testing.assert_allclose(out.confidence[0], np.array(BLAZEPOSE_TO_COCO17) / 33)
+    assert out.presence[0] == pytest.approx(0.9) and out.person_count == 1
+    assert out.masks.shape == (1, h, w) and out.masks[0].sum() == 200 and out.masks[0, 15, 40]
+
+
+@pytest.mark.parametrize("env,local_only", [("false", False), ("0", False), ("", False), ("1", True), ("TRUE", True)])
+def test_vitpose_reads_hf_hub_offline_as_huggingface_hub_does(monkeypatch, tiny_vitpose, env, local_only):
+    from transformers import VitPoseForPoseEstimation
+
+    seen = []
+    load = VitPoseForPoseEstimation.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.append(kwargs.get("local_files_only"))
+        return load(cls, *args, **kwargs)
+
+    monkeypatch.setattr(VitPoseForPoseEstimation, "from_pretrained", classmethod(spy))
+    monkeypatch.setenv("HF_HUB_OFFLINE", env)
+    VitPoseDetector(str(tiny_vitpose))
+    assert seen == [local_only]
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +203,36 @@ def test_auto_calibration_finds_the_packaged_one_for_this_exact_task(tmp_path, t
     assert KeypointDetectorResource(task_path=str(copy)).load_calibration().source == "fitted here"
     with pytest.raises(FileNotFoundError, match="calibrate"):
         KeypointDetectorResource(task_path=str(copy), calibration=str(tmp_path / "nope.json")).load_calibration()
+
+
+class _StubDetector:
+    def __init__(self, sha: str):
+        self.sha = sha
+
+    def provenance(self) -> dict:
+        return {"backend": "mediapipe", "model": "stub.task", "model_sha256": self.sha}
+
+
+def test_auto_calibration_for_another_task_says_it_runs_uncalibrated(monkeypatch, tmp_path, caplog):
+    """A task whose sha256 has no packaged calibration: None, a warning, and the reason."""
+    monkeypatch.setattr(KeypointDetectorResource, "build", lambda self: _StubDetector("ab" * 32))
+    resource = KeypointDetectorResource(task_path=str(tmp_path / "other.task"))
+    with caplog.at_level(logging.WARNING, logger="resources.keypoint_detector"):
+        cal, status = resource.resolve_calibration()
+    assert cal is None and status.startswith("none (") and "abababababababab" in status
+    assert "none packaged for this mediapipe model" in status
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "uncalibrated" in warnings[0].getMessage()
+    assert "abababababababab" in warnings[0].getMessage()
+    # the packaged task's sha finds its calibration silently
+    from pd_assets.curation.calibration import PACKAGED_DIR
+
+    packaged_sha = sorted(PACKAGED_DIR.glob("mediapipe-*.json"))[0].stem.split("-")[1]
+    caplog.clear()
+    monkeypatch.setattr(KeypointDetectorResource, "build", lambda self: _StubDetector(packaged_sha + "0" * 48))
+    cal, status = resource.resolve_calibration()
+    assert cal is not None and status == cal.source and not caplog.records
+    # explicitly disabled: no warning, and the status says so
+    assert KeypointDetectorResource(calibration="none").resolve_calibration() == (
+        None, "none (keypoint_detector.calibration=none)")
+

@@ -11,7 +11,7 @@ import pytest
 from pd_assets.curation.detectors import Detection
 from pd_assets.curation.filters import STAGES, FilterThresholds, difficulty_bin, score_sample
 from pd_assets.curation.inputs import LabelView
-from pd_assets.curation.pipeline import INDEX_LABEL_COLUMNS, INDEX_SCHEMA
+from pd_assets.curation.pipeline import INDEX_LABEL_COLUMNS, INDEX_RUN_COLUMNS, INDEX_SCHEMA
 from pd_assets_tests.curation_fixtures import person_image, synthetic_label
 
 
@@ -36,7 +36,7 @@ def test_a_perfect_detection_is_kept_with_every_score(sample):
     assert rec["pck"] == 1.0 and rec["mean_joint_error_px"] == pytest.approx(0.0)
     assert abs(rec["head_angle_err_deg"]) < 1e-3
     assert rec["difficulty_bin"] == "low" and rec["person_count"] == 1
-    expected = set(INDEX_SCHEMA) - set(INDEX_LABEL_COLUMNS)
+    expected = set(INDEX_SCHEMA) - set(INDEX_LABEL_COLUMNS) - set(INDEX_RUN_COLUMNS)
     assert expected <= set(rec), expected - set(rec)
 
 
@@ -114,8 +114,88 @@ def test_the_first_failing_stage_wins_and_all_failures_are_listed(sample):
     assert rec["failed_checks"][:2] == ["crowded", "oks"] and "sharpness" in rec["failed_checks"]
 
 
-def test_stages_are_in_method_order():
-    assert STAGES == ("readable", "crowding", "pose_alignment", "head_pose", "image_quality")
+def _turned_head(view, deg: float) -> np.ndarray:
+    face = view.keypoints3d_cam[:5]
+    c = face.mean(0)
+    uv = ((face - c) @ cv2.Rodrigues(np.array([0.0, math.radians(deg), 0.0]))[0].T + c) @ view.K.T
+    kps = view.keypoints2d.copy()
+    kps[:5] = uv[:, :2] / uv[:, 2:]
+    return kps
+
+
+def test_reject_stage_follows_stage_order_as_failures_are_fixed_one_by_one(sample):
+    """A sample failing every stage; fixing the first failure each time walks through STAGES."""
+    view, mask, img = sample
+    th = FilterThresholds(oks_min=0.0)  # the turned head must fail head_pose only
+    flat = np.full((256, 256, 3), 128, np.uint8)
+    wrong = np.roll(mask, 40, axis=1)
+    steps = [
+        dict(image=flat, kps=_turned_head(view, 40), det_mask=wrong, people=6, prov="image has no provenance row"),
+        dict(image=flat, kps=_turned_head(view, 40), det_mask=wrong, people=6, prov=None),
+        dict(image=flat, kps=_turned_head(view, 40), det_mask=wrong, people=1, prov=None),
+        dict(image=flat, kps=_turned_head(view, 40), det_mask=mask, people=1, prov=None),
+        dict(image=flat, kps=view.keypoints2d, det_mask=mask, people=1, prov=None),
+        dict(image=img, kps=view.keypoints2d, det_mask=mask, people=1, prov=None),
+    ]
+    seen = []
+    for st in steps:
+        rec = score_sample(view, st["image"], _det(st["kps"], st["det_mask"], st["people"]), mask,
+                           thresholds=th, provenance_error=st["prov"])
+        seen.append(rec["reject_stage"])
+        assert len(rec["failed_checks"]) == len(STAGES) + 1 - len(seen)  # one failure per stage left
+    assert seen == [*STAGES, None]
+
+
+# (threshold field, its check name (= the score's column), a detection/image with a mid-range score)
+BOUNDARIES = [
+    ("oks_min", "oks", lambda v, m, i: (_det(v.keypoints2d + [5.0, 0.0], m), i)),
+    ("mask_iou_min", "mask_iou", lambda v, m, i: (_det(v.keypoints2d, np.roll(m, 6, axis=1)), i)),
+    ("presence_min", "presence", lambda v, m, i: (_det(v.keypoints2d, m, presence=0.7), i)),
+    ("sharpness_min", "sharpness", lambda v, m, i: (_det(v.keypoints2d, m), cv2.GaussianBlur(i, (0, 0), 2.0))),
+]
+
+
+@pytest.mark.parametrize("field,check,make", BOUNDARIES, ids=[b[0] for b in BOUNDARIES])
+def test_a_score_equal_to_its_minimum_passes_and_just_below_fails(sample, field, check, make):
+    view, mask, img = sample
+    det, image = make(view, mask, img)
+    value = score_sample(view, image, det, mask, thresholds=FilterThresholds(**{field: 0.0}))[check]
+    assert value > 0.0 and (value < 1.0 or check == "sharpness")  # a real mid-range score
+    at = score_sample(view, image, det, mask, thresholds=FilterThresholds(**{field: value}))
+    assert check not in at["failed_checks"]
+    just_above = FilterThresholds(**{field: float(np.nextafter(value, np.inf))})
+    assert check in score_sample(view, image, det, mask, thresholds=just_above)["failed_checks"]
+
+
+def test_head_pose_at_the_limit_passes_and_just_over_fails(sample):
+    view, mask, img = sample
+    det = _det(_turned_head(view, 20), mask)
+    loose = FilterThresholds(oks_min=0.0)
+    worst = abs(score_sample(view, img, det, mask, thresholds=loose)["head_yaw_err_deg"])
+    assert worst == pytest.approx(20.0, abs=0.1)
+    at = score_sample(view, img, det, mask, thresholds=FilterThresholds(oks_min=0.0, head_pose_max_deg=worst))
+    assert "head_pose" not in at["failed_checks"]
+    below = FilterThresholds(oks_min=0.0, head_pose_max_deg=float(np.nextafter(worst, 0)))
+    assert score_sample(view, img, det, mask, thresholds=below)["failed_checks"] == ["head_pose"]
+
+
+def test_a_provenance_mismatch_rejects_a_sample_that_is_otherwise_perfect(sample):
+    view, mask, img = sample
+    why = "image does not match its provenance (sha256): re-materialise raw_generations"
+    rec = score_sample(view, img, _det(view.keypoints2d, mask), mask, provenance_error=why)
+    assert not rec["kept"] and rec["reject_stage"] == "readable" and rec["reject_reason"] == why
+    assert rec["failed_checks"] == ["provenance"]
+    assert rec["oks"] == pytest.approx(1.0) and rec["mask_iou"] == pytest.approx(1.0)  # still scored
+
+
+def test_an_unreadable_label_mask_rejects_instead_of_skipping_the_silhouette_test(sample):
+    view, mask, img = sample
+    why = "unreadable label mask: OSError: truncated; re-materialise pose_pool"
+    wrong = np.roll(mask, 40, axis=1)  # would fail IoU, if it could be measured
+    rec = score_sample(view, img, _det(view.keypoints2d, wrong), None, label_mask_error=why)
+    assert not rec["kept"] and rec["reject_stage"] == "readable" and rec["reject_reason"] == why
+    assert rec["failed_checks"] == ["label_mask"] and rec["mask_iou"] is None
+    assert rec["oks"] == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("value,name", [(0.95, "low"), (0.8, "low"), (0.7, "medium"), (0.6, "medium"),

@@ -4,12 +4,16 @@
 `make setup` builds (`python -m pd_assets.curation.mediapipe_task`), or any official
 `pose_landmarker_full.task`. `vitpose`: transformers ViTPose from a local folder or a
 hub id (`HF_HUB_OFFLINE` respected).
+
+Environment (read by `for_profile` only): `PD_POSE_TASK` overrides the mediapipe task
+path; `PD_KEYPOINT_MODEL` selects ViTPose under the gpu profile.
 """
 
 from __future__ import annotations
 
 import atexit
 import hashlib
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +25,7 @@ from resources.paths import models_dir
 
 BACKENDS = ("mediapipe", "vitpose")
 _CACHE: dict[tuple, object] = {}
+log = logging.getLogger(__name__)
 
 
 def default_task_path() -> Path:
@@ -102,27 +107,45 @@ class KeypointDetectorResource(dg.ConfigurableResource):
         return models_dir() / f"vitpose-{slug}-{digest}.calibration.json"
 
     def load_calibration(self):
-        """The `Calibration` to apply, or None.
+        """The `Calibration` to apply, or None (see `resolve_calibration`)."""
+        return self.resolve_calibration()[0]
+
+    def resolve_calibration(self):
+        """(the `Calibration` to apply or None, what to record about it).
 
         `auto`: a calibration fitted here (`calibration_path()`), else the one shipped with
-        the package for this exact model file (matched by its sha256), else none.
-        A configured path must exist.
+        the package for this exact model file (matched by its sha256), else none, with a
+        warning: the run then scores uncalibrated. A configured path must exist. The
+        second item is the calibration's source, or `none (<why>)`.
         """
         from pd_assets.curation.calibration import Calibration, packaged_calibration_path
 
         path = self.calibration_path()
         if path is None:
-            return None
+            return None, "none (keypoint_detector.calibration=none)"
         if path.is_file():
-            return Calibration.load(path)
+            cal = Calibration.load(path)
+            return cal, cal.source or str(path)
         if self.calibration.strip().lower() != "auto":
             raise FileNotFoundError(
                 f"keypoint calibration not found at {path}: create it with "
                 "`python -m pd_assets.curation.calibrate` or set keypoint_detector.calibration=auto|none"
             )
         model_sha = self.build().provenance().get("model_sha256") or ""
-        packaged = packaged_calibration_path(self.backend, model_sha) if model_sha else None
-        return Calibration.load(packaged) if packaged is not None and packaged.is_file() else None
+        if not model_sha:
+            why = (f"no calibration fitted here at {path}, and the {self.backend} model "
+                   f"{self.resolved_model()} reports no sha256 to match a packaged one")
+        else:
+            packaged = packaged_calibration_path(self.backend, model_sha)
+            if packaged.is_file():
+                cal = Calibration.load(packaged)
+                return cal, cal.source or str(packaged)
+            why = (f"no calibration fitted here at {path}, and none packaged for this {self.backend} "
+                   f"model (sha256 {model_sha[:16]}...; packaged: {_packaged_names(packaged.parent)})")
+        log.warning(f"keypoint detector runs uncalibrated: {why}. Fit one with "
+                    "`python -m pd_assets.curation.calibrate`, or set keypoint_detector.calibration=none "
+                    "to silence this")
+        return None, f"none ({why})"
 
     @classmethod
     def for_profile(cls, profile: str) -> KeypointDetectorResource:
@@ -134,3 +157,8 @@ class KeypointDetectorResource(dg.ConfigurableResource):
         if profile == "gpu" and os.environ.get("PD_KEYPOINT_MODEL"):
             return cls(backend="vitpose", model=os.environ["PD_KEYPOINT_MODEL"], device="cuda", batch_size=32)
         return cls(backend="mediapipe", task_path=task, num_poses=5)
+
+
+def _packaged_names(folder: Path) -> str:
+    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    return ", ".join(names) or "none"

@@ -7,13 +7,14 @@ from pydantic import Field
 from pd_assets import thresholds as T
 from pd_assets.curation.catalog import refresh_catalog
 from pd_assets.curation.filters import STAGES, FilterThresholds
-from pd_assets.curation.inputs import InputError, read_parquet_rows
+from pd_assets.curation.inputs import InputError, check_generation_complete, read_parquet_rows
 from pd_assets.curation.pipeline import curate_partition, index_frame
 from pd_assets.curation.previews import kept_and_rejected_sheet, oks_histogram
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.previews import markdown_image, png_bytes
 from pd_assets.storage import (
-    COMPLETE_MARKER, atomic_directory, atomic_write_bytes, atomic_write_json, remove_stale_staging,
+    COMPLETE_MARKER, atomic_directory, atomic_write_bytes, atomic_write_json, clean_partition_leftovers,
+    partition_lock,
 )
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
@@ -100,6 +101,11 @@ def filtered_shards(
     `{key}.json` with the full label, provenance and scores, `{key}.pncc.png`);
     `index.parquet` holds every sample; `catalog.duckdb` at the dataset root gets views
     over all shards of all rounds.
+
+    Refuses a raw_generations partition whose run is unfinished (its `journal/` exists);
+    an image whose sha256 is not the one in its provenance row is rejected, never shipped
+    with another run's provenance. A run without a keypoint calibration says why in its
+    metadata and index (`calibration: none (...)`).
     """
     round_name, shard = split_key(context)
     pool_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
@@ -107,46 +113,51 @@ def filtered_shards(
     final_dir = dataset_store.partition_dir("filtered_shards", round_name, shard)
     labels = read_parquet_rows(pool_dir / "labels.parquet", "pose_pool labels",
                                f"materialise pose_pool for partition {context.partition_key}")
+    check_generation_complete(gen_dir, context.partition_key)
     provenance = {str(r["sample_id"]): r for r in read_parquet_rows(
         gen_dir / "provenance.parquet", "raw_generations provenance",
         f"materialise raw_generations for partition {context.partition_key}")}
     missing = sorted({str(r["sample_id"]) for r in labels} - provenance.keys())
     if missing:
         context.log.warning(f"{len(missing)} samples have no provenance row (first: {missing[0]}); "
-                            "they are scored and their label JSON says provenance=null")
+                            "they are rejected: re-materialise raw_generations for this partition")
     detector = keypoint_detector.build()
-    calibration = keypoint_detector.load_calibration()
+    calibration, calibration_status = keypoint_detector.resolve_calibration()
     body_models = sorted({str(r.get("body_model")) for r in labels})
     if calibration is not None and calibration.body_model and body_models != [calibration.body_model]:
-        context.log.warning(f"keypoint calibration was fitted on {calibration.body_model} labels, these are "
-                            f"{body_models}: scoring uncalibrated (fit one with pd_assets.curation.calibrate)")
-        calibration = None
+        why = f"{calibration_status} was fitted on {calibration.body_model} labels, these are {body_models}"
+        calibration, calibration_status = None, f"none ({why})"
+    if calibration is None and keypoint_detector.calibration.strip().lower() != "none":
+        context.log.warning(f"scoring uncalibrated: {calibration_status} "
+                            "(fit one with `python -m pd_assets.curation.calibrate`)")
     thresholds = config.thresholds()
-    for leftover in remove_stale_staging(final_dir.parent):
-        context.log.warning(f"removed leftover of an interrupted run: {leftover}")
+    with partition_lock(dataset_store.root_path(), "filtered_shards", round_name, shard):
+        for leftover in clean_partition_leftovers(final_dir):
+            context.log.warning(f"removed leftover of an interrupted run: {leftover}")
 
-    with atomic_directory(final_dir) as staging:
-        result = curate_partition(
-            labels, provenance, pool_dir, gen_dir, detector, calibration, thresholds,
-            staging / shard_name(round_name, shard), batch_size=compute.batch_size,
-            include_pncc=config.include_pncc, jpeg_quality=config.jpeg_quality,
-            preview_samples=config.preview_samples, log=context.log.debug,
-        )
-        if not result.records:
-            raise InputError(f"pose_pool labels at {pool_dir} hold no samples: re-materialise pose_pool")
-        index = index_frame(result.records)
-        index.write_parquet(staging / INDEX_NAME)
-        kept_oks = index.filter(pl.col("kept"))["oks"].to_list()
-        hist = oks_histogram(kept_oks, index.filter(~pl.col("kept"))["oks"].to_list(), thresholds.oks_min)
-        sheet = kept_and_rejected_sheet(result.kept_tiles, result.rejected_tiles)
-        atomic_write_bytes(staging / "oks_histogram.png", png_bytes(hist))
-        atomic_write_bytes(staging / "preview.png", png_bytes(sheet))
-        atomic_write_json(staging / THRESHOLDS_NAME, thresholds.as_dict())
-        atomic_write_json(staging / COMPLETE_MARKER, {
-            "num_samples": index.height, "num_kept": result.num_kept,
-            "detector": detector.provenance(),
-            "calibration": calibration.source if calibration is not None else None,
-        })
+        with atomic_directory(final_dir) as staging:
+            result = curate_partition(
+                labels, provenance, pool_dir, gen_dir, detector, calibration, thresholds,
+                staging / shard_name(round_name, shard), batch_size=compute.batch_size,
+                include_pncc=config.include_pncc, jpeg_quality=config.jpeg_quality,
+                preview_samples=config.preview_samples, log=context.log.debug,
+                calibration_status=calibration_status,
+            )
+            if not result.records:
+                raise InputError(f"pose_pool labels at {pool_dir} hold no samples: re-materialise pose_pool")
+            index = index_frame(result.records)
+            index.write_parquet(staging / INDEX_NAME)
+            kept_oks = index.filter(pl.col("kept"))["oks"].to_list()
+            hist = oks_histogram(kept_oks, index.filter(~pl.col("kept"))["oks"].to_list(), thresholds.oks_min)
+            sheet = kept_and_rejected_sheet(result.kept_tiles, result.rejected_tiles)
+            atomic_write_bytes(staging / "oks_histogram.png", png_bytes(hist))
+            atomic_write_bytes(staging / "preview.png", png_bytes(sheet))
+            atomic_write_json(staging / THRESHOLDS_NAME, thresholds.as_dict())
+            atomic_write_json(staging / COMPLETE_MARKER, {
+                "num_samples": index.height, "num_kept": result.num_kept,
+                "detector": detector.provenance(),
+                "calibration": calibration_status,
+            })
     catalog = refresh_catalog(dataset_store.root_path())
 
     num = index.height
@@ -164,7 +175,7 @@ def filtered_shards(
         "contact_sheet": dg.MetadataValue.md(markdown_image(sheet, "kept (top) and rejected samples")),
         "thresholds": thresholds.as_dict(),
         "detector": detector.provenance(),
-        "calibration": calibration.source if calibration is not None else "none",
+        "calibration": calibration_status,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "images_per_second": dg.MetadataValue.float(num / max(sum(result.seconds.values()), 1e-9)),
         "shard_path": dg.MetadataValue.path(str(final_dir / shard_name(round_name, shard))),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pd_assets.hub import hub_offline
 from pd_assets.storage import file_sha256
 
 # BlazePose landmark index of each COCO-17 keypoint (environment.md).
@@ -165,7 +166,7 @@ class VitPoseDetector:
         from transformers.models.vitpose.image_processing_pil_vitpose import VitPoseImageProcessorPil
 
         self.model_id = str(model)
-        offline = os.environ.get("HF_HUB_OFFLINE", "").strip() not in ("", "0")
+        offline = hub_offline()
         try:
             self._processor = VitPoseImageProcessorPil.from_pretrained(self.model_id, local_files_only=offline)
             self._model = VitPoseForPoseEstimation.from_pretrained(

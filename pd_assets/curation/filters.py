@@ -7,12 +7,17 @@ Stages, in order (method.md stage 6, plus our image-quality stage):
 3. `head_pose`      head yaw / pitch / roll within `head_pose_max_deg` of the label
 4. `image_quality`  sharpness, exposure clipping, detector presence within bounds
 
-A corrupt or unreadable image is stage `readable`. Every score is computed for every
-sample whatever fails first, so the index can be re-thresholded later without
-re-running the detector; `reject_stage` / `reject_reason` name the first failure and
-`failed_checks` lists all of them. Not-measurable scores are None (null in parquet):
-IoU without a detector mask or label mask, head pose with fewer than 3 usable face
-keypoints; a None score never rejects.
+Stage `readable` comes first: the sample's inputs are broken. Its checks are
+`provenance` (no provenance row, or the image's sha256 is not the recorded one: it may
+be another run's image), `unreadable` (a corrupt or missing image) and `label_mask` (a
+missing or corrupt label mask, which would otherwise skip the silhouette test).
+
+Every score is computed for every sample whatever fails first, so the index can be
+re-thresholded later without re-running the detector; `reject_stage` / `reject_reason`
+name the first failure and `failed_checks` lists all of them. Not-measurable scores are
+None (null in parquet): IoU without a detector mask (ViTPose) or label mask, head pose
+with fewer than 3 usable face keypoints; a None score never rejects (a missing label
+mask rejects at `readable` instead).
 """
 
 from __future__ import annotations
@@ -74,20 +79,30 @@ def _nan_record(sample_id: str) -> dict:
 
 def score_sample(label: LabelView, image: np.ndarray | None, detection: Detection | None,
                  label_mask: np.ndarray | None = None, calibration: Calibration | None = None,
-                 thresholds: FilterThresholds | None = None, image_error: str | None = None) -> dict:
-    """One index row: every score, `kept`, `reject_stage`, `reject_reason`, `failed_checks`."""
+                 thresholds: FilterThresholds | None = None, image_error: str | None = None,
+                 provenance_error: str | None = None, label_mask_error: str | None = None) -> dict:
+    """One index row: every score, `kept`, `reject_stage`, `reject_reason`, `failed_checks`.
+
+    `provenance_error` / `label_mask_error`: why the image is not the recorded one / why
+    the label mask could not be read (`inputs.provenance_error`, `inputs.load_mask`);
+    either rejects the sample at stage `readable`, after it has been scored."""
     th = thresholds or FilterThresholds()
     rec = _nan_record(label.sample_id)
     rec["num_visible_keypoints"] = int(label.visible.sum())
+    failures: list[tuple[str, str, str]] = []
+    if provenance_error:
+        failures.append(("readable", "provenance", provenance_error))
     if image is None or detection is None:
-        reason = image_error or "unreadable image: no image"
-        return _finish(rec, [("readable", "unreadable", reason)])
+        failures.append(("readable", "unreadable", image_error or "unreadable image: no image"))
+    if label_mask_error:
+        failures.append(("readable", "label_mask", label_mask_error))
+    if image is None or detection is None:
+        return _finish(rec, failures)
 
     grey = scores.grey(image)
     rec["sharpness"] = scores.sharpness(grey)
     rec["clipped_dark"], rec["clipped_bright"] = scores.exposure_clipping(grey, T.CLIP_LOW_LEVEL, T.CLIP_HIGH_LEVEL)
     rec["person_count"] = detection.person_count
-    failures: list[tuple[str, str, str]] = []
 
     if detection.person_count < th.min_people:
         failures.append(("crowding", "no_person", "no person detected"))

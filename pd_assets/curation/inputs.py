@@ -1,12 +1,17 @@
 """Reading the curation stage's inputs: label rows, generated images, label masks.
 
-Nothing here raises on a bad image: an unreadable, truncated or missing file comes
-back as `(None, "unreadable image: <why>")`, so one corrupt sample is a rejected row,
-never a crashed run.
+Nothing here raises on a bad sample: an unreadable, truncated or missing image comes
+back as `(None, "unreadable image: <why>")`, a bad label mask as
+`(None, "unreadable label mask: <why>; re-materialise pose_pool")`, an image whose bytes
+are not the ones raw_generations recorded as a reason from `provenance_error`, so one
+bad sample is a rejected row, never a crashed run (or a silently skipped check). A
+partition-level problem (a missing parquet, an unfinished raw_generations run) raises
+`InputError`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -71,15 +76,60 @@ def read_parquet_rows(path: Path, what: str, fix: str) -> list[dict]:
         raise InputError(f"{what} at {path} is not readable parquet ({exc}): {fix}") from exc
 
 
+GENERATION_JOURNAL = "journal"  # raw_generations/{round}/{shard}/journal/ exists only while a run is unfinished
+
+
+def check_generation_complete(gen_dir: Path, partition_key: str) -> None:
+    """Raise unless the raw_generations partition is finished: its run writes images in
+    place and replaces provenance.parquet only at the end, so while `journal/` exists
+    (a run in progress, or one that was killed) images and provenance may disagree."""
+    journal = Path(gen_dir) / GENERATION_JOURNAL
+    if journal.exists():
+        raise InputError(
+            f"raw_generations for {partition_key} is incomplete (a run was interrupted or is in "
+            f"progress): re-materialise raw_generations for this partition (found {journal})"
+        )
+
+
+def provenance_error(record: dict | None, image_sha256: str | None) -> str | None:
+    """Why an image cannot be trusted to be the one its provenance row describes, or None.
+
+    `image_sha256`: the sha256 of the image file's bytes (None when the file could not be
+    read: that sample is already rejected as unreadable)."""
+    if record is None:
+        return "image has no provenance row: re-materialise raw_generations"
+    if image_sha256 is not None and record.get("image_sha256") != image_sha256:
+        return "image does not match its provenance (sha256): re-materialise raw_generations"
+    return None
+
+
+def read_image_file(path: Path, size: tuple[int, int] | None = None
+                    ) -> tuple[np.ndarray | None, str | None, str | None]:
+    """`load_image` plus the sha256 of the bytes it decoded: (image, reason, sha256).
+    One read, so the hash is of exactly the pixels that are scored."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"unreadable image: file missing at {path.name}", None
+    except OSError as exc:
+        return None, f"unreadable image: {type(exc).__name__}: {exc}", None
+    image, reason = decode_image(data, size)
+    return image, reason, hashlib.sha256(data).hexdigest()
+
+
 def load_image(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray | None, str | None]:
     """(H, W, 3) uint8 RGB, or (None, reason). `size` = (width, height) the label expects:
     an image of the same aspect ratio is resized to it; another aspect is rejected."""
+    image, reason, _ = read_image_file(path, size)
+    return image, reason
+
+
+def decode_image(data: bytes, size: tuple[int, int] | None = None) -> tuple[np.ndarray | None, str | None]:
+    """`load_image` on bytes already read."""
     from PIL import Image
 
-    if not path.is_file():
-        return None, f"unreadable image: file missing at {path.name}"
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
             im.load()
             rgb = im.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
@@ -92,17 +142,29 @@ def load_image(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndar
     return np.asarray(rgb, dtype=np.uint8), None
 
 
-def load_mask(path: Path | None) -> np.ndarray | None:
-    """The rendered label mask (8-bit 0/255) as bool, or None if absent or unreadable."""
+def load_mask(path: Path | None, size: tuple[int, int] | None = None) -> tuple[np.ndarray | None, str | None]:
+    """The rendered label mask (8-bit 0/255) as (H, W) bool, or (None, reason).
+
+    pose_pool always renders a mask, so a missing, unreadable or wrongly sized one is a
+    broken input (the silhouette test would be skipped), never a silent None.
+    `size` = (width, height) of the label."""
     from PIL import Image
 
-    if path is None or not path.is_file():
-        return None
+    fix = "re-materialise pose_pool"
+    if path is None:
+        return None, f"unreadable label mask: the label row names no control_mask; {fix}"
+    if not path.is_file():
+        return None, f"unreadable label mask: file missing at {path.name}; {fix}"
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L")) > 127
-    except Exception:  # an unreadable label mask leaves IoU unmeasured (recorded as null)
-        return None
+            im.load()
+            mask = np.asarray(im.convert("L")) > 127
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, ...
+        return None, f"unreadable label mask: {type(exc).__name__}: {exc}; {fix}"
+    if size is not None and mask.shape != (size[1], size[0]):
+        return None, (f"unreadable label mask: size {mask.shape[1]}x{mask.shape[0]} does not match the "
+                      f"label's {size[0]}x{size[1]}; {fix}")
+    return mask, None
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:

@@ -3,7 +3,10 @@
 `curate_partition` reads the pose_pool labels and controls and the raw_generations
 images of one round x shard, runs the detector in batches, scores every sample with the
 multi-stage filter, streams the kept samples into a WebDataset tar and returns the index
-rows and preview tiles. The caller (the Dagster asset) stages the output directory.
+rows and preview tiles. The caller (the Dagster asset) stages the output directory and
+first checks that raw_generations is not mid-run (`inputs.check_generation_complete`);
+each image is then hashed as it is read and compared with its provenance row, so a
+sample is never shipped with another run's provenance.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 
 from pd_assets.curation.calibration import Calibration
 from pd_assets.curation.filters import FilterThresholds, score_sample
-from pd_assets.curation.inputs import LabelView, dumps, encode_jpeg, load_image, load_mask
+from pd_assets.curation.inputs import LabelView, dumps, encode_jpeg, load_mask, provenance_error, read_image_file
 from pd_assets.curation.previews import sample_tile
 from pd_assets.curation.shards import ShardWriter
 from pd_assets.skeleton import COCO17_KEYPOINTS, SMPL_JOINTS
@@ -27,6 +30,8 @@ from pd_assets.skeleton import COCO17_KEYPOINTS, SMPL_JOINTS
 # label columns copied into every index row (for catalog queries without a join)
 INDEX_LABEL_COLUMNS = ("round", "shard", "index", "seed", "body_model", "pose_source", "pose_family",
                        "framing", "prompt_scene_group", "width", "height")
+# index columns that describe the run rather than the sample (same value on every row)
+INDEX_RUN_COLUMNS = ("calibration",)
 CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; X_cam = R @ X_world + t; "
                      "K = [[fx,0,cx],[0,fy,cy],[0,0,1]]; pixel (u, v), centre of the top-left pixel = (0, 0)")
 
@@ -41,7 +46,7 @@ INDEX_SCHEMA = {
     "num_visible_keypoints": _I, "det_keypoints2d": [_F], "det_keypoints2d_calibrated": [_F],
     "det_confidence": [_F], "difficulty_bin": _S, "round": _S, "shard": _S, "index": _I, "seed": _I,
     "body_model": _S, "pose_source": _S, "pose_family": _S, "framing": _S, "prompt_scene_group": _S,
-    "width": _I, "height": _I,
+    "width": _I, "height": _I, "calibration": _S,
 }
 
 
@@ -113,10 +118,14 @@ def curate_partition(
     calibration: Calibration | None, thresholds: FilterThresholds, shard_path: Path,
     batch_size: int = 16, include_pncc: bool = True, jpeg_quality: int = 95,
     preview_samples: int = 6, log: Callable[[str], None] | None = None,
+    calibration_status: str | None = None,
 ) -> CurationResult:
+    """`provenance`: raw_generations' provenance rows by sample id. `calibration_status`:
+    what the index and label JSON say about the calibration (default: its source, or
+    "none"); say why when there is none (`KeypointDetectorResource.resolve_calibration`)."""
     rows = sorted(labels, key=lambda r: str(r["sample_id"]))
     det_info = detector.provenance()
-    cal_name = calibration.source if calibration is not None else "none"
+    cal_name = calibration_status or (calibration.source if calibration is not None else "none")
     timings: Counter[str] = Counter()
     records, kept_tiles, rejected_tiles = [], [], []
     detector_failures = 0
@@ -130,12 +139,15 @@ def curate_partition(
             if b + 1 < len(batches):
                 pending = pool.submit(_load_batch, batches[b + 1], pool_dir, gen_dir)
             t1 = time.perf_counter()
-            detections, errors = _detect(detector, [img for img, _ in loaded], views)
+            detections, errors = _detect(detector, [img for img, _, _ in loaded], views)
             detector_failures += sum(e is not None for e in errors)
             t2 = time.perf_counter()
-            for row, view, (img, err), mask, det, det_err in zip(batch, views, loaded, masks, detections, errors):
-                rec = score_sample(view, img, det, mask, calibration, thresholds, image_error=err or det_err)
-                rec.update({k: row.get(k) for k in INDEX_LABEL_COLUMNS})
+            for row, view, (img, err, sha), (mask, mask_err), det, det_err in zip(
+                    batch, views, loaded, masks, detections, errors):
+                rec = score_sample(view, img, det, mask, calibration, thresholds, image_error=err or det_err,
+                                   provenance_error=provenance_error(provenance.get(view.sample_id), sha),
+                                   label_mask_error=mask_err)
+                rec.update({k: row.get(k) for k in INDEX_LABEL_COLUMNS}, calibration=cal_name)
                 records.append(rec)
                 if rec["kept"]:
                     files = {"jpg": encode_jpeg(img, jpeg_quality),
@@ -162,8 +174,9 @@ def curate_partition(
 
 def _load_batch(batch: list[dict], pool_dir: Path, gen_dir: Path):
     views = [LabelView.from_row(r) for r in batch]
-    loaded = [load_image(gen_dir / "images" / f"{v.sample_id}.png", (v.width, v.height)) for v in views]
-    masks = [load_mask(pool_dir / r["control_mask"] if r.get("control_mask") else None) for r in batch]
+    loaded = [read_image_file(gen_dir / "images" / f"{v.sample_id}.png", (v.width, v.height)) for v in views]
+    masks = [load_mask(pool_dir / r["control_mask"] if r.get("control_mask") else None, (v.width, v.height))
+             for r, v in zip(batch, views)]
     return views, loaded, masks
 
 
