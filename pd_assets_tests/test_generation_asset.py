@@ -4,6 +4,7 @@ backends, resume, kill-and-resume, exact reproduction from provenance, checks, w
 from __future__ import annotations
 
 import io
+import logging
 import os
 import signal
 import subprocess
@@ -25,8 +26,9 @@ from pd_assets.generation.checks import (
     provenance_problems,
     wrong_sizes,
 )
-from pd_assets.generation.partition import reproduce_sample
-from pd_assets.generation.store import REQUIRED_PROVENANCE_COLUMNS, read_pose_samples
+from pd_assets.generation.partition import generate_partition, reproduce_sample
+from pd_assets.generation.render_backend import RenderGenerator
+from pd_assets.generation.store import JOURNAL_DIR, REQUIRED_PROVENANCE_COLUMNS, read_pose_samples
 from pd_assets.generation.tiny_models import build_tiny_model
 from pd_assets.generation.weights import content_hash
 from pd_assets.partitions import round_shard_partitions
@@ -94,11 +96,15 @@ def test_render_backend_local_profile(tmp_path):
     md = metadata(result)
     assert md["num_images"] == 5 and md["num_generated"] == 5 and md["images_per_second"] > 0
     assert md["generator"].startswith("render")
-    assert "data:image/png;base64," in md["preview"]
+    assert "data:image/jpeg;base64," in md["preview"]  # pd_assets.previews.markdown_image
     assert all(checks_passed(result).values())
     images = sorted((out_dir(tmp_path) / "images").glob("*.png"))
     assert [Image.open(p).size for p in images] == [(64, 64)] * 5  # follows the pose_pool size
-    assert (out_dir(tmp_path) / "preview.png").is_file()
+    # The shared contact sheet (pd_assets.previews): 5 rows of image + 5 control maps, 128 px tiles.
+    with Image.open(out_dir(tmp_path) / "preview.png") as sheet:
+        assert sheet.size == (6 * 130 + 2, 5 * 130 + 2)
+    prov = pl.read_parquet(out_dir(tmp_path) / "provenance.parquet")
+    assert prov["torch_version"].to_list() == [""] * 5 and prov["variant"].to_list() == [""] * 5
 
 
 def test_ci_profile_generates_with_the_tiny_diffusers_model(tmp_path, tiny):
@@ -122,6 +128,11 @@ def test_ci_profile_generates_with_the_tiny_diffusers_model(tmp_path, tiny):
     assert row["control_types"] == ["pncc"] and len(row["control_hashes"]) == 1
     assert row["device"] == "cpu" and row["dtype"] == "float32" and row["seconds"] > 0
     assert (row["label_width"], row["label_height"]) == (64, 64)
+    import diffusers
+    import torch
+
+    assert (row["torch_version"], row["diffusers_version"]) == (torch.__version__, diffusers.__version__)
+    assert row["variant"] == ""
 
 
 def test_provenance_reproduces_an_image_exactly(tmp_path, tiny):
@@ -229,6 +240,7 @@ def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path, tiny):
         proc.wait(timeout=30)
     written = len(list(images.glob("*.png")))
     assert 3 <= written < n, "kill landed after the run finished; nothing was tested"
+    assert (out_dir(killed) / JOURNAL_DIR).is_dir()  # the killed partition reads as incomplete
     result = materialize(killed, GeneratorResource.for_profile("ci"), batch_size=1)
     md = metadata(result)
     assert md["num_images"] == n and md["num_reused"] >= written - 1  # one may have lacked its record
@@ -272,3 +284,87 @@ def test_asset_and_check_wiring():
     for check in GENERATION_CHECKS:
         (check_spec,) = check.check_specs
         assert check_spec.blocking and check_spec.asset_key == dg.AssetKey("raw_generations")
+
+
+def _run_partition(root, generator, **kw):
+    return generate_partition(
+        generator, Path(root) / "pose_pool" / "r0" / "s0000", out_dir(root), round_name="r0",
+        shard="s0000", project_seed=20260328, image_size=lambda w, h: (w, h), **kw)
+
+
+class _Watched(RenderGenerator):
+    """The render generator, recording the partition state at each batch; fails on batch `fail_at`."""
+
+    def __init__(self, out, *, fail_at=None, **kw):
+        super().__init__(batch_size=2, **kw)
+        self.out, self.fail_at, self.seen = Path(out), fail_at, []
+
+    def generate(self, batch):
+        self.seen.append(((self.out / JOURNAL_DIR).is_dir(), len(list((self.out / "images").glob("*.png")))))
+        if len(self.seen) == self.fail_at:
+            raise RuntimeError("killed mid-run")
+        return super().generate(batch)
+
+
+def test_journal_marks_the_partition_incomplete_while_images_change(tmp_path):
+    """journal/ exists before the first image is written and goes only after provenance.parquet
+    is replaced, so a reader never pairs new images with an old provenance."""
+    from pd_assets.generation.checks import provenance_problems
+    from pd_assets.generation.render_backend import RenderConfig
+
+    write_fake_pose_pool_partition(tmp_path, "r0", "s0000", n=6, size=64)
+    out = out_dir(tmp_path)
+    first = _Watched(out)
+    _run_partition(tmp_path, first)
+    assert first.seen[0] == (True, 0)  # journal/ before any image
+    assert not (out / JOURNAL_DIR).exists()
+    old_provenance = (out / "provenance.parquet").read_bytes()
+    samples = read_pose_samples(tmp_path / "pose_pool" / "r0" / "s0000")
+    assert provenance_problems(samples, out) == []
+    # Other settings: every image is made again; the run dies after the first batch.
+    changed = _Watched(out, fail_at=2, config=RenderConfig(lighting_jitter=0.6))
+    with pytest.raises(RuntimeError, match="killed mid-run"):
+        _run_partition(tmp_path, changed)
+    assert changed.seen[0][0] and changed.seen[1][0]
+    assert (out / "provenance.parquet").read_bytes() == old_provenance  # old rows, two new images
+    assert (out / JOURNAL_DIR).is_dir()
+    assert any("journal" in p and "incomplete" in p for p in provenance_problems(samples, out))
+    # The re-launched run finishes; only then is the journal gone.
+    _run_partition(tmp_path, _Watched(out, config=RenderConfig(lighting_jitter=0.6)))
+    assert not (out / JOURNAL_DIR).exists() and provenance_problems(samples, out) == []
+    # Nothing to do: no journal is opened at all.
+    idle = _Watched(out, config=RenderConfig(lighting_jitter=0.6))
+    report = _run_partition(tmp_path, idle)
+    assert report.num_generated == 0 and idle.seen == [] and not (out / JOURNAL_DIR).exists()
+
+
+def test_removing_stale_images_opens_the_journal_first(tmp_path, monkeypatch):
+    import pd_assets.generation.partition as partition
+
+    write_fake_pose_pool_partition(tmp_path, "r0", "s0000", n=3, size=64)
+    _run_partition(tmp_path, RenderGenerator())
+    out = out_dir(tmp_path)
+    (out / "images" / "r0-s0000-999999.png").write_bytes(b"gone from the pose pool")
+    real_clean, journal_at_clean = partition.clean_partition, []
+
+    def clean(path, keep):
+        journal_at_clean.append((Path(path) / JOURNAL_DIR).is_dir())
+        return real_clean(path, keep)
+
+    monkeypatch.setattr(partition, "clean_partition", clean)
+    report = _run_partition(tmp_path, RenderGenerator())
+    assert journal_at_clean == [True] and report.num_removed == 1 and report.num_generated == 0
+    assert not (out / JOURNAL_DIR).exists()
+
+
+def test_unreadable_provenance_is_logged_and_the_partition_made_again(tmp_path, caplog):
+    write_fake_pose_pool_partition(tmp_path, "r0", "s0000", n=3, size=64)
+    _run_partition(tmp_path, RenderGenerator())
+    prov = out_dir(tmp_path) / "provenance.parquet"
+    prov.write_bytes(b"PAR1 not really parquet")
+    with caplog.at_level(logging.WARNING):
+        report = _run_partition(tmp_path, RenderGenerator(), log=logging.getLogger("test.generation"))
+    assert report.num_generated == 3
+    (msg,) = [r.message for r in caplog.records if str(prov) in r.message]
+    assert "unreadable" in msg and "made again" in msg
+    assert pl.read_parquet(prov).height == 3

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
 
 import dagster as dg
 import pytest
+from pydantic import ValidationError
 
 from pd_assets.generation.render_backend import RenderGenerator
 from pd_assets.generation.tiny_models import main as tiny_main
 from pd_assets.generation.weights import HASH_CACHE_NAME, content_hash, looks_like_hub_id
-from resources.generator import GeneratorResource, parse_controlnets, parse_loras
+from resources.generator import (
+    ControlNetConfig,
+    GeneratorResource,
+    LoraConfig,
+    parse_controlnets,
+    parse_loras,
+)
 
 
 def test_local_profile_renders_at_the_pose_pool_size():
@@ -56,7 +64,7 @@ def test_gpu_profile_without_token_has_none(monkeypatch):
 def test_bad_settings_say_what_to_write():
     with pytest.raises(ValueError, match="control=path_or_id"):
         parse_controlnets("/models/cn-pncc")
-    with pytest.raises(ValueError, match="not a number"):
+    with pytest.raises(ValueError, match="not a finite number"):
         parse_loras("/ckpt/x@big")
     with pytest.raises(ValueError, match="not one of"):
         GeneratorResource.for_profile("prod")
@@ -103,3 +111,41 @@ def test_content_hash_cache_follows_file_changes(tmp_path):
 def test_hub_id_shapes():
     assert looks_like_hub_id("stabilityai/stable-diffusion-xl-base-1.0")
     assert not looks_like_hub_id("/abs/path") and not looks_like_hub_id("a/b/c") and not looks_like_hub_id("./x")
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-inf"])
+def test_bad_guidance_environment_names_the_variable(monkeypatch, value):
+    """Read when the definitions are imported: the error must say which variable and what to write."""
+    monkeypatch.setenv("PD_GENERATOR_GUIDANCE", value)
+    with pytest.raises(ValueError) as err:
+        GeneratorResource.for_profile("gpu")
+    assert "PD_GENERATOR_GUIDANCE" in str(err.value) and "finite number" in str(err.value)
+    monkeypatch.setenv("PD_GENERATOR_GUIDANCE", " 3.5 ")
+    assert GeneratorResource.for_profile("gpu").guidance == 3.5
+
+
+@pytest.mark.parametrize("text", ["/ckpt/x@nan", "/ckpt/x@inf", "/ckpt/x@-inf"])
+def test_non_finite_scales_in_the_environment_are_refused(text):
+    with pytest.raises(ValueError, match="PD_GENERATOR_LORAS.*not a finite number"):
+        parse_loras(text)
+    with pytest.raises(ValueError, match="PD_GENERATOR_CONTROLNET.*not a finite number"):
+        parse_controlnets(f"pncc={text}")
+
+
+@pytest.mark.parametrize("make,field", [
+    (lambda: GeneratorResource(backend="diffusers", guidance=math.nan), "guidance"),
+    (lambda: GeneratorResource(render_lighting_jitter=math.nan), "render_lighting_jitter"),
+    (lambda: ControlNetConfig(path_or_id="/m/cn", control="pncc", scale=math.inf), "scale"),
+    (lambda: LoraConfig(path="/ckpt/x", scale=math.nan), "scale"),
+])
+def test_non_finite_config_values_are_refused_naming_the_field(make, field):
+    with pytest.raises(ValidationError) as err:
+        make()
+    assert field in str(err.value) and "finite" in str(err.value)
+
+
+def test_weights_use_the_shared_hub_setting():
+    import pd_assets.generation.weights as weights
+    from pd_assets.hub import hub_offline
+
+    assert weights.hub_offline is hub_offline

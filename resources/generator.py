@@ -10,11 +10,13 @@ environment variables:
     PD_GENERATOR_CONTROLNET  control=path_or_id@scale[,...], e.g. pncc=/models/cn-pncc@1.0
     PD_GENERATOR_LORAS       path@scale[,...], e.g. /ckpt/realism.safetensors@0.8
     PD_GENERATOR_DTYPE       float16 | bfloat16 | float32              (default float16)
+    PD_GENERATOR_GUIDANCE    guidance scale, a finite number           (default 7.5)
     HF_TOKEN                 hub token for gated models (read only through dg.EnvVar)
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -33,7 +35,7 @@ class ControlNetConfig(dg.Config):
         description="the pose_pool control map it was trained on: pncc, skeleton, depth, normals, ...",
     )
     scale: float = Field(
-        default=1.0,
+        default=1.0, allow_inf_nan=False,
         description="controlnet_conditioning_scale (adapter weight for a control LoRA)",
     )
     subfolder: str | None = Field(default=None, description="subfolder inside the folder/repository, if any")
@@ -43,7 +45,7 @@ class LoraConfig(dg.Config):
     path: str = Field(
         description="LoRA .safetensors file or folder (e.g. a realism LoRA, aligned_checkpoint's DPO LoRA)",
     )
-    scale: float = Field(default=1.0, description="adapter weight passed to set_adapters")
+    scale: float = Field(default=1.0, allow_inf_nan=False, description="adapter weight passed to set_adapters")
     weight_name: str | None = Field(default=None, description="file name inside a folder holding several")
 
 
@@ -73,7 +75,7 @@ class GeneratorResource(dg.ConfigurableResource):
     )
     steps: int = Field(default=25, ge=1, description="denoising steps")
     guidance: float = Field(
-        default=7.5,
+        default=7.5, allow_inf_nan=False,
         description="classifier-free guidance (FLUX: distilled guidance, 3.5 in the method)",
     )
     negative_prompt: str | None = Field(
@@ -112,7 +114,7 @@ class GeneratorResource(dg.ConfigurableResource):
         description="render backend: background kinds drawn per sample",
     )
     render_lighting_jitter: float = Field(
-        default=0.25, ge=0.0, le=1.0,
+        default=0.25, ge=0.0, le=1.0, allow_inf_nan=False,
         description="render backend: strength of the random lighting (0 = the shaded render as is)",
     )
 
@@ -183,20 +185,40 @@ class GeneratorResource(dg.ConfigurableResource):
                 controlnets=parse_controlnets(os.environ.get("PD_GENERATOR_CONTROLNET", "")),
                 loras=parse_loras(os.environ.get("PD_GENERATOR_LORAS", "")),
                 dtype=os.environ.get("PD_GENERATOR_DTYPE", "float16"),
-                steps=25, guidance=float(os.environ.get("PD_GENERATOR_GUIDANCE", "7.5")),
+                steps=25, guidance=_env_float("PD_GENERATOR_GUIDANCE", 7.5),
                 hf_token=dg.EnvVar("HF_TOKEN") if os.environ.get("HF_TOKEN") else None,
             )
         raise ValueError(f"profile {profile!r} is not one of {', '.join(_PROFILES)}")
+
+
+def _finite(text: str) -> float | None:
+    """`text` as a finite float, or None (not a number, nan or inf)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _env_float(name: str, default: float) -> float:
+    """A finite float from environment variable `name` (unset or empty: `default`)."""
+    text = os.environ.get(name, "").strip()
+    value = _finite(text) if text else default
+    if value is None:
+        raise ValueError(f"{name}={text!r} is not a finite number: set it to e.g. {default} "
+                         f"(or unset it for the default {default})")
+    return value
 
 
 def _split_scale(item: str, what: str) -> tuple[str, float]:
     body, sep, scale = item.rpartition("@")
     if not sep:
         return item, 1.0
-    try:
-        return body, float(scale)
-    except ValueError:
-        raise ValueError(f"{what}: {item!r} has scale {scale!r}, which is not a number") from None
+    value = _finite(scale)
+    if value is None:
+        raise ValueError(f"{what}: {item!r} has scale {scale!r}, which is not a finite number: "
+                         "write path@1.0 (or leave @scale out for 1.0)")
+    return body, value
 
 
 def parse_controlnets(text: str) -> list[ControlNetConfig]:

@@ -1,15 +1,13 @@
 """raw_generations: one image per pose sample (PoseDreamer stage 3, the generator)."""
 
 
-import base64
-import io
-
 import dagster as dg
 from PIL import Image
 
 from pd_assets.generation.partition import PartitionReport, generate_partition
 from pd_assets.generation.store import PosePoolMissingError
 from pd_assets.partitions import round_shard_partitions, split_key
+from pd_assets.previews import markdown_image
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
 from resources.generator import GeneratorResource
@@ -25,13 +23,10 @@ def k8s_gpu_tags(gpus: int = 1) -> dict:
 
 
 def _preview_markdown(report: PartitionReport, width: int = 480) -> str:
+    """The contact sheet inline (shared `markdown_image`), with the path of the full-size PNG."""
     with Image.open(report.preview_path) as img:
         sheet = img.convert("RGB")
-    sheet.thumbnail((width, width))
-    buf = io.BytesIO()
-    sheet.save(buf, format="PNG", optimize=True)
-    b64 = base64.b64encode(buf.getvalue()).decode()
-    return f"![raw_generations preview](data:image/png;base64,{b64})\n\n`{report.preview_path}`"
+    return f"{markdown_image(sheet, 'raw_generations preview', max_side=width)}\n\n`{report.preview_path}`"
 
 
 @dg.asset(

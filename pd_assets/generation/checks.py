@@ -9,6 +9,7 @@ import polars as pl
 from PIL import Image
 
 from pd_assets.generation.store import (
+    JOURNAL_DIR,
     REQUIRED_PROVENANCE_COLUMNS,
     PosePoolMissingError,
     PoseSample,
@@ -85,6 +86,9 @@ def provenance_problems(samples: list[PoseSample], out_dir: Path) -> list[str]:
         return [f"{path} does not exist"]
     df = pl.read_parquet(path)
     problems = []
+    if (Path(out_dir) / JOURNAL_DIR).exists():
+        problems.append(f"{Path(out_dir) / JOURNAL_DIR} exists: a run is under way or was killed, so the "
+                        "partition is incomplete; re-materialise it")
     absent = [c for c in REQUIRED_PROVENANCE_COLUMNS if c not in df.columns]
     if absent:
         problems.append(f"columns missing: {absent}")

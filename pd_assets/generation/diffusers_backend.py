@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,6 +102,7 @@ class DiffusersGenerator:
         ]
         self._lora_paths = [resolve_weights(lo.path, what="LoRA", setting="generator.loras[].path",
                                             token=config.token) for lo in config.loras]
+        self._lora_files = [_lora_file(p, lo.weight_name) for p, lo in zip(self._lora_paths, config.loras, strict=True)]
         check_combination(config.family, self._model_dir, self._controlnet_dirs,
                           [c.path_or_id for c in config.controlnets])
         self._fields: dict[str, Any] | None = None
@@ -132,6 +134,13 @@ class DiffusersGenerator:
                                  f"generator.controlnets, got {len(cfg.controlnets)}")
         if cfg.steps < 1:
             raise GeneratorError(f"generator.steps={cfg.steps} must be at least 1")
+        numbers = [("generator.guidance", cfg.guidance)]
+        numbers += [(f"generator.controlnets[{i}].scale", c.scale) for i, c in enumerate(cfg.controlnets)]
+        numbers += [(f"generator.loras[{i}].scale", lo.scale) for i, lo in enumerate(cfg.loras)]
+        for name, value in numbers:
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise GeneratorError(f"{name}={value!r} is not a finite number: set it to a real value "
+                                     "(e.g. 1.0 for a scale, 7.5 for SD guidance, 3.5 for FLUX)")
 
     # ---- provenance -------------------------------------------------------------
     def provenance_fields(self) -> dict[str, Any]:
@@ -142,8 +151,10 @@ class DiffusersGenerator:
                 "family": cfg.family,
                 "model_id": cfg.model,
                 "model_hash": content_hash(self._model_dir),
-                "lora_paths": [lo.path for lo in cfg.loras],
-                "lora_hashes": [content_hash(p) for p in self._lora_paths],
+                # path#weight_name when one file of a folder is loaded; its hash is that file's
+                "lora_paths": [lo.path + (f"#{lo.weight_name}" if lo.weight_name and p.is_dir() else "")
+                               for lo, p in zip(cfg.loras, self._lora_paths, strict=True)],
+                "lora_hashes": [content_hash(p) for p in self._lora_files],
                 "lora_scales": [float(lo.scale) for lo in cfg.loras],
                 "controlnet_ids": [c.path_or_id + (f"#{c.subfolder}" if c.subfolder else "")
                                    for c in cfg.controlnets],
@@ -154,7 +165,9 @@ class DiffusersGenerator:
                 "steps": int(cfg.steps),
                 "guidance": float(cfg.guidance),
                 "dtype": cfg.dtype,
+                "variant": cfg.variant or "",
                 "device": _device_label(cfg.device),
+                **library_versions(),
             }
         return dict(self._fields)
 
@@ -211,7 +224,9 @@ class DiffusersGenerator:
                 self.batch_size = max(1, len(chunk) // 2)
                 self.log.warning(
                     f"CUDA out of memory at batch {len(chunk)}: retrying with batch {self.batch_size} "
-                    "(images do not depend on the batch size)"
+                    "(each image keeps its own seed, but batched kernels round differently, so an image "
+                    "may differ by 1/255 on a few pixels from one made at the larger batch; "
+                    "provenance.batch_size records the batch used)"
                 )
                 continue
             i += len(chunk)
@@ -268,6 +283,29 @@ class DiffusersGenerator:
         """Re-generate one sample exactly as it was made in a batch of `batch_size` (provenance
         column `batch_size`): the batch is filled with copies of the sample."""
         return self._run([request] * max(1, int(batch_size)))[0]
+
+
+def library_versions() -> dict[str, str]:
+    """The torch and diffusers versions that make the images (provenance, not the fingerprint:
+    an upgrade keeps verified images, each row keeps the versions that made it)."""
+    import diffusers
+    import torch
+
+    return {"torch_version": str(torch.__version__), "diffusers_version": str(diffusers.__version__)}
+
+
+def _lora_file(path: Path, weight_name: str | None) -> Path:
+    """What a LoRA entry loads: the file itself, `weight_name` inside a folder, or the folder
+    (diffusers then picks its single weight file)."""
+    if path.is_file() or not weight_name:
+        return path
+    file = path / weight_name
+    if not file.is_file():
+        raise GeneratorError(
+            f"LoRA weight_name {weight_name!r} is not a file in {path}: set generator.loras[].weight_name "
+            f"to one of {sorted(f.name for f in path.glob('*.safetensors')) or 'its .safetensors files'}"
+        )
+    return file
 
 
 def _device_label(device: str) -> str:

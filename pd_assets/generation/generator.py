@@ -24,8 +24,10 @@ from PIL import Image
 # Control maps a pose_pool partition can hold (pd_assets/CONTRACTS.md).
 POSE_POOL_CONTROLS = ("pncc", "depth", "normals", "parts", "skeleton", "shaded", "mask")
 # Provenance keys that describe where/how fast an image was made, not what it shows;
-# they are left out of the settings fingerprint.
-_NON_SETTINGS_KEYS = frozenset({"seconds", "device", "batch_size", "extra_json", "sample_id"})
+# they are left out of the settings fingerprint. (Library versions are recorded per image
+# but do not invalidate verified images: an upgrade does not regenerate a partition.)
+_NON_SETTINGS_KEYS = frozenset({"seconds", "device", "batch_size", "extra_json", "sample_id",
+                                "torch_version", "diffusers_version"})
 
 
 class GeneratorError(RuntimeError):

@@ -7,6 +7,10 @@ control maps) and its PNG still hashes to what was recorded; everything else is
 generated. Images are written atomically one by one and their records after them, so a
 run killed at any point leaves only complete images (and temp files, removed at the next
 start); the partition ends with exactly one image per pose sample.
+
+A run that writes or removes any image first creates `journal/` and removes it only after
+provenance.parquet has been replaced: while `journal/` exists the partition is incomplete
+(new images may sit beside an old provenance.parquet) and readers must not use it.
 """
 
 from __future__ import annotations
@@ -31,16 +35,18 @@ from pd_assets.generation.store import (
     build_request,
     clean_partition,
     clear_journal,
-    contact_sheet,
     encode_png,
     known_records,
+    open_journal,
     provenance_frame,
     read_control,
     read_pose_samples,
+    stale_images,
     verified_record,
     write_batch,
     write_parquet_atomic,
 )
+from pd_assets.previews import contact_sheet
 from pd_assets.seeding import derive_seed
 from pd_assets.storage import atomic_write_bytes, file_sha256
 
@@ -80,11 +86,12 @@ class _Todo:
 
 def plan_partition(generator: Generator, pose_dir: Path, out_dir: Path, samples: list[PoseSample], *,
                    round_name: str, shard: str, project_seed: int,
-                   image_size: Callable[[int, int], tuple[int, int]]) -> tuple[dict[str, dict], list[_Todo]]:
+                   image_size: Callable[[int, int], tuple[int, int]],
+                   log: Any = None) -> tuple[dict[str, dict], list[_Todo]]:
     """(verified existing records by sample id, samples still to generate)."""
     done: dict[str, dict] = {}
     todo: list[_Todo] = []
-    known = known_records(out_dir)
+    known = known_records(out_dir, log=log)
     for s in samples:
         seed = generation_seed(project_seed, round_name, shard, s.index)
         size = image_size(s.label_width, s.label_height)
@@ -120,9 +127,12 @@ def generate_partition(
     log = log or _LOG
     pose_dir, out_dir = Path(pose_dir), Path(out_dir)
     samples = read_pose_samples(pose_dir)
-    removed = clean_partition(out_dir, {s.sample_id for s in samples})
+    keep_ids = {s.sample_id for s in samples}
     records, todo = plan_partition(generator, pose_dir, out_dir, samples, round_name=round_name,
-                                   shard=shard, project_seed=project_seed, image_size=image_size)
+                                   shard=shard, project_seed=project_seed, image_size=image_size, log=log)
+    if todo or stale_images(out_dir, keep_ids):
+        open_journal(out_dir)  # incomplete from before the first image changes until the end
+    removed = clean_partition(out_dir, keep_ids)
     log.info(f"{out_dir}: {len(samples)} samples, {len(records)} verified images kept, "
              f"{len(todo)} to generate, {len(removed)} stale files removed")
     seconds = 0.0
@@ -134,7 +144,7 @@ def generate_partition(
         seconds = time.perf_counter() - started
     ordered = [records[s.sample_id] for s in samples]
     provenance_path = write_parquet_atomic(out_dir / "provenance.parquet", provenance_frame(ordered))
-    clear_journal(out_dir)
+    clear_journal(out_dir)  # only now: provenance.parquet describes every image
     preview_path = write_preview(pose_dir, out_dir, samples[:preview_rows])
     return PartitionReport(out_dir, len(samples), len(todo), len(samples) - len(todo), len(removed),
                            seconds, provenance_path, preview_path)
@@ -203,7 +213,21 @@ def _generate_all(generator: Generator, pose_dir: Path, out_dir: Path, todo: lis
             yield f.result()
 
 
+def _letterbox(image, tile: int):
+    """`image` scaled to fit a tile x tile square (aspect kept, dark bars), so the shared
+    contact sheet, which resizes every cell to a square, does not stretch it."""
+    from PIL import Image
+
+    scale = tile / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    fitted = image.convert("RGB").resize(size, Image.NEAREST if scale > 1 else Image.BILINEAR)
+    cell = Image.new("RGB", (tile, tile), (24, 24, 24))
+    cell.paste(fitted, ((tile - fitted.width) // 2, (tile - fitted.height) // 2))
+    return cell
+
+
 def preview_sheet(pose_dir: Path, out_dir: Path, samples: list[PoseSample], thumb: int = 128):
+    """One row per sample: the generated image, then the control maps it was made from."""
     from PIL import Image
 
     from pd_assets.generation.store import image_path
@@ -211,14 +235,13 @@ def preview_sheet(pose_dir: Path, out_dir: Path, samples: list[PoseSample], thum
     rows = []
     for s in samples:
         with Image.open(image_path(out_dir, s.sample_id)) as img:
-            image = img.convert("RGB")
-        row = [("image", image)]
+            row = [_letterbox(img, thumb)]
         for name in PREVIEW_CONTROLS:
             if name in s.controls:
                 arr = read_control(pose_dir, s, name)
-                row.append((name, control_to_image(name, arr, arr.shape[1], arr.shape[0])))
+                row.append(_letterbox(control_to_image(name, arr, arr.shape[1], arr.shape[0]), thumb))
         rows.append(row)
-    return contact_sheet(rows, thumb=thumb)
+    return contact_sheet(rows, tile=thumb)
 
 
 def write_preview(pose_dir: Path, out_dir: Path, samples: list[PoseSample]) -> Path:
@@ -242,7 +265,7 @@ def reproduce_sample(generator: Generator, pose_dir: Path, out_dir: Path, sample
     row = prov.row(0, named=True)
     fields = generator.provenance_fields()
     differ = [k for k in ("backend", "model_hash", "lora_hashes", "lora_scales", "controlnet_hashes",
-                          "control_scales", "scheduler", "steps", "guidance", "dtype")
+                          "control_scales", "scheduler", "steps", "guidance", "dtype", "variant")
               if _norm(fields.get(k)) != _norm(row.get(k))]
     if differ:
         raise GeneratorError(f"the generator's {differ} differ from the provenance of {sample_id}: "

@@ -35,14 +35,25 @@ SCHEDULER_ALIASES = {
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+    """The json object in `path`; {} when there is no such file. A file that exists but cannot
+    be read or parsed is an error: guessing would record wrong provenance."""
+    if not path.is_file():
         return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise GeneratorError(
+            f"{path} is unreadable or not valid json ({type(exc).__name__}: {exc}): re-download or "
+            "re-save that model folder"
+        ) from exc
+    if not isinstance(data, dict):
+        raise GeneratorError(f"{path} holds a json {type(data).__name__}, not an object: re-download or "
+                             "re-save that model folder")
+    return data
 
 
 def detect_family(model_dir: Path) -> str | None:
-    """sd15 / sdxl / flux from a diffusers folder's model_index.json (None if unreadable)."""
+    """sd15 / sdxl / flux from a diffusers folder's model_index.json (None if absent or unknown)."""
     index = _read_json(model_dir / "model_index.json")
     if not index:
         return None
@@ -75,7 +86,7 @@ def check_combination(family: str, model_dir: Path, controlnet_dirs: list[Path],
         cfg = _read_json(cdir / "config.json")
         if not cfg:
             raise GeneratorError(
-                f"ControlNet {name!r} ({cdir}) has no readable config.json: point "
+                f"ControlNet {name!r} ({cdir}) has no config.json: point "
                 "generator.controlnets[].path_or_id at a diffusers ControlNet folder (use subfolder= "
                 "when it sits inside a repository)"
             )
@@ -95,8 +106,14 @@ def check_combination(family: str, model_dir: Path, controlnet_dirs: list[Path],
 
 def scheduler_name(requested: str, model_dir: Path) -> str:
     if requested in ("", "default"):
-        cfg = _read_json(model_dir / "scheduler" / "scheduler_config.json")
-        return cfg.get("_class_name", "default")
+        path = model_dir / "scheduler" / "scheduler_config.json"
+        name = _read_json(path).get("_class_name")
+        if not name:
+            raise GeneratorError(
+                f"{path} is missing or names no _class_name, so the model's default scheduler is "
+                "unknown: fix the model folder or set generator.scheduler (e.g. euler, ddim, unipc)"
+            )
+        return name
     return SCHEDULER_ALIASES.get(requested, requested)
 
 

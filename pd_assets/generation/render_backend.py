@@ -125,7 +125,8 @@ class RenderGenerator:
             "model_hash": digest, "lora_paths": [], "lora_hashes": [], "lora_scales": [],
             "controlnet_ids": [], "controlnet_hashes": [], "control_types": ["shaded"],
             "control_scales": [1.0], "scheduler": "none", "steps": 0, "guidance": 0.0,
-            "dtype": "uint8", "device": self.config.device,
+            "dtype": "uint8", "variant": "", "device": self.config.device,
+            "torch_version": "", "diffusers_version": "",  # numpy and PIL only
         }
 
     def request_provenance(self, request: GenerationRequest) -> dict[str, Any]:

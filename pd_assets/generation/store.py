@@ -5,10 +5,13 @@ raw_generations/{round}/{shard}/
     provenance.parquet          one row per sample: settings, weight hashes, true seed, ...,
                                 the sha256 of the PNG bytes and the settings fingerprint
     preview.png                 contact sheet: images beside their control maps
-    journal/*.json              while a run is under way: the records of each written batch
-                                (after its images); folded into provenance.parquet and
-                                removed at the end. An image without a matching record is
-                                not trusted and is made again.
+    journal/                    exists from before a run writes or removes its first image
+                                until provenance.parquet has been replaced: a partition with
+                                a journal/ directory is incomplete (its images and
+                                provenance.parquet may disagree) and no reader may use it.
+    journal/*.json              the records of each written batch (after its images); folded
+                                into provenance.parquet at the end. An image without a
+                                matching record is not trusted and is made again.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ from pd_assets.generation.generator import GeneratedImage, GenerationRequest, Ge
 from pd_assets.storage import atomic_write_bytes, file_sha256, remove_stale_staging
 
 JOURNAL_DIR = "journal"
+_LOG = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("sample_id", "index", "prompt", "negative_prompt", "width", "height")
 PROVENANCE_SCHEMA: dict[str, Any] = {
@@ -45,7 +50,10 @@ PROVENANCE_SCHEMA: dict[str, Any] = {
     # the pose_pool render size: keypoints in labels.parquet are in these pixels; scale them
     # by width/label_width when the generator was configured to another size
     "label_width": pl.Int64, "label_height": pl.Int64,
-    "device": pl.String, "dtype": pl.String, "seconds": pl.Float64, "batch_size": pl.Int64,
+    "device": pl.String, "dtype": pl.String, "variant": pl.String,
+    # the libraries that made the image ("" for the render backend, which uses neither)
+    "torch_version": pl.String, "diffusers_version": pl.String,
+    "seconds": pl.Float64, "batch_size": pl.Int64,
     "fingerprint": pl.String, "extra_json": pl.String,
 }
 # Columns that must never be null (the provenance check); lists may be empty (no LoRA).
@@ -126,20 +134,28 @@ def encode_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def known_records(out_dir: Path) -> dict[str, dict[str, Any]]:
+def known_records(out_dir: Path, log: Any = None) -> dict[str, dict[str, Any]]:
     """What earlier runs recorded per sample: provenance.parquet of the last complete run,
-    overridden by the journal of an interrupted one (later batches win)."""
+    overridden by the journal of an interrupted one (later batches win). An unreadable file
+    is logged and skipped: the images it described are made again."""
+    log = log or _LOG
     out_dir = Path(out_dir)
     records: dict[str, dict[str, Any]] = {}
     prov = out_dir / "provenance.parquet"
     if prov.is_file():
-        with contextlib.suppress(Exception):  # unreadable: every image is re-verified as unknown
+        try:
             records.update({r["sample_id"]: r for r in pl.read_parquet(prov).to_dicts()})
+        except Exception as exc:  # noqa: BLE001 - polars/arrow raise many kinds for a broken file
+            log.warning(f"{prov} is unreadable ({type(exc).__name__}: {exc}): its images cannot be "
+                        "verified, so every image of this partition is made again")
     journal = out_dir / JOURNAL_DIR
     if journal.is_dir():
         for f in sorted(journal.glob("*.json"), key=lambda p: (p.stat().st_mtime_ns, p.name)):
-            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            try:
                 records.update({r["sample_id"]: r for r in json.loads(f.read_text())["records"]})
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning(f"journal file {f} is unreadable ({type(exc).__name__}: {exc}): the images "
+                            "of its batch are made again")
     return records
 
 
@@ -154,9 +170,17 @@ def verified_record(out_dir: Path, sample_id: str, fingerprint: str,
     return record if file_sha256(png) == record.get("image_sha256") else None
 
 
+def open_journal(out_dir: Path) -> Path:
+    """Mark the partition incomplete (journal/ exists) before any image is written or removed."""
+    journal = Path(out_dir) / JOURNAL_DIR
+    journal.mkdir(parents=True, exist_ok=True)
+    return journal
+
+
 def write_batch(out_dir: Path, items: list[tuple[GeneratedImage, str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Each image (atomically), then one journal file with their records: a record always
     describes a complete image; a run killed before the journal write loses one batch."""
+    open_journal(out_dir)  # normally open already: journal/ is there before the first image
     records = {}
     for generated, fingerprint, extra in items:
         data = encode_png(generated.image)
@@ -177,20 +201,31 @@ def write_batch(out_dir: Path, items: list[tuple[GeneratedImage, str, dict[str, 
 
 
 def clear_journal(out_dir: Path) -> None:
-    """After provenance.parquet holds every record, the journal is redundant."""
-    shutil.rmtree(Path(out_dir) / JOURNAL_DIR, ignore_errors=True)
+    """Only after provenance.parquet holds every record (and was replaced): the journal is then
+    redundant, and removing it marks the partition complete. Renamed aside first, so the
+    journal/ name disappears in one step even if the removal is interrupted."""
+    journal = Path(out_dir) / JOURNAL_DIR
+    if not journal.exists():
+        return
+    aside = journal.with_name(f".{JOURNAL_DIR}.old-{uuid.uuid4().hex[:8]}")
+    journal.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def stale_images(out_dir: Path, keep_ids: set[str]) -> list[Path]:
+    """Images of samples no longer in the pose pool."""
+    images = Path(out_dir) / "images"
+    return [f for f in images.glob("*.png") if f.stem not in keep_ids] if images.is_dir() else []
 
 
 def clean_partition(out_dir: Path, keep_ids: set[str]) -> list[Path]:
     """Remove temp files of killed runs and images of samples no longer in the pose pool."""
     out_dir = Path(out_dir)
     removed: list[Path] = remove_stale_staging(out_dir / "images") + remove_stale_staging(out_dir / JOURNAL_DIR)
-    if (out_dir / "images").is_dir():
-        for f in (out_dir / "images").glob("*.png"):
-            if f.stem not in keep_ids:
-                with contextlib.suppress(OSError):
-                    f.unlink()
-                removed.append(f)
+    for f in stale_images(out_dir, keep_ids):
+        with contextlib.suppress(OSError):
+            f.unlink()
+        removed.append(f)
     removed += remove_stale_staging(out_dir)
     return removed
 
@@ -205,16 +240,3 @@ def write_parquet_atomic(path: Path, df: pl.DataFrame) -> Path:
     df.write_parquet(buf)
     return atomic_write_bytes(path, buf.getvalue())
 
-
-def contact_sheet(rows: list[list[tuple[str, Image.Image]]], thumb: int = 128) -> Image.Image:
-    """A grid: one row per sample, the generated image first, then its control maps."""
-    ncols = max((len(r) for r in rows), default=1)
-    sheet = Image.new("RGB", (ncols * thumb, max(len(rows), 1) * thumb), (24, 24, 24))
-    for i, row in enumerate(rows):
-        for j, (_, img) in enumerate(row):
-            t = img.convert("RGB")
-            scale = thumb / max(t.size)
-            t = t.resize((max(1, round(t.width * scale)), max(1, round(t.height * scale))),
-                         Image.NEAREST if scale > 1 else Image.BILINEAR)
-            sheet.paste(t, (j * thumb + (thumb - t.width) // 2, i * thumb + (thumb - t.height) // 2))
-    return sheet

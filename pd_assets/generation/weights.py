@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from pd_assets.generation.generator import GeneratorError
+from pd_assets.hub import hub_offline
 from pd_assets.storage import atomic_write_json
 
 HASH_CACHE_NAME = ".pd_content_hash.json"
@@ -23,10 +24,6 @@ _HASHED_SUFFIXES = (".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", 
 _SKIP_NAMES = frozenset({HASH_CACHE_NAME, "_COMPLETE.json"})
 # Files fetched for a hub id: weights in safetensors only, configs and tokenizer files.
 HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.model", "*.tiktoken"]
-
-
-def hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def looks_like_hub_id(name: str) -> bool:
