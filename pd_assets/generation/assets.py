@@ -8,6 +8,7 @@ from pd_assets.generation.partition import PartitionReport, generate_partition
 from pd_assets.generation.store import PosePoolMissingError
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.previews import markdown_image
+from pd_assets.storage import partition_lock
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
 from resources.generator import GeneratorResource
@@ -54,11 +55,13 @@ def raw_generations(
         round_name, shard = split_key(key)
         pose_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
         try:
-            report = generate_partition(
-                gen, pose_dir, dataset_store.partition_dir("raw_generations", round_name, shard),
-                round_name=round_name, shard=shard, project_seed=compute.seed,
-                image_size=generator.image_size, log=context.log,
-            )
+            # images are written in place (resumable): one run per partition at a time
+            with partition_lock(dataset_store.root_path(), "raw_generations", round_name, shard):
+                report = generate_partition(
+                    gen, pose_dir, dataset_store.partition_dir("raw_generations", round_name, shard),
+                    round_name=round_name, shard=shard, project_seed=compute.seed,
+                    image_size=generator.image_size, log=context.log,
+                )
         except PosePoolMissingError as exc:
             raise dg.Failure(
                 description=(f"pose_pool partition {key} is missing ({exc}): materialise pose_pool for "
