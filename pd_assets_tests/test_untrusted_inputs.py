@@ -252,3 +252,94 @@ def test_pose_pool_fails_before_rendering_when_the_disk_is_too_full(tmp_path, mo
     text = _error_text(result)
     assert "not enough free space for pose_pool r0|s0000 (8 samples)" in text and "nothing was written" in text
     assert not (root / "pose_pool" / "r0" / "s0000").exists()
+
+
+# ---- filtered_shards ---------------------------------------------------------------------
+
+def _curate(root: Path, config: dict | None = None):
+    from pd_assets.curation.assets import filtered_shards
+    from pd_assets.curation.mediapipe_task import build as build_task
+    from resources.keypoint_detector import KeypointDetectorResource
+    from resources.paths import models_dir
+
+    build_task(models_dir())  # what `make setup` does; a no-op when built
+    upstream = [POSE_POOL, dg.AssetSpec("raw_generations", partitions_def=round_shard_partitions)]
+    return dg.materialize(
+        [*upstream, filtered_shards], partition_key=KEY,
+        resources={"keypoint_detector": KeypointDetectorResource(calibration="none"),
+                   "dataset_store": DatasetStoreResource(root=str(root)),
+                   "compute": ComputeResource(device="cpu", batch_size=4)},
+        run_config={"ops": {"filtered_shards": {"config": config or {}}}}, raise_on_error=False,
+    )
+
+
+LOOSE = {"oks_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0,
+         "sharpness_min": 0.0, "exposure_clipped_max": 1.0}
+
+
+def test_curation_never_ships_or_reads_a_file_outside_the_partition(tmp_path):
+    """Item 1: a label's control_pncc set to an absolute or `../..` path (or a symlink out)
+    put that file's bytes into the tar as `{id}.pncc.png`. Item 4: a missing pncc shipped a
+    kept sample without it. Item 5: a sample raw_generations made no image for is rejected
+    with raw_generations' reason."""
+    from pd_assets.curation.shards import shard_keys
+    from pd_assets_tests.curation_fixtures import write_synthetic_partition
+
+    root = tmp_path / "data"
+    ids = write_synthetic_partition(root, "r0", "s0000", n=7)
+    pool, gen = root / "pose_pool" / "r0" / "s0000", root / "raw_generations" / "r0" / "s0000"
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"TOP-SECRET-BYTES" * 64)
+    _set_label(pool, 1, control_pncc=str(secret))
+    _set_label(pool, 2, control_pncc="../../../../secret.bin")  # s0000 -> r0 -> pose_pool -> data -> tmp
+    link = pool / "controls" / "pncc" / f"{ids[3]}.png"
+    link.unlink()
+    link.symlink_to(secret)
+    _set_label(pool, 4, control_mask="../../../../secret.bin")
+    (pool / "controls" / "pncc" / f"{ids[5]}.png").unlink()
+    (gen / "images" / f"{ids[6]}.png").unlink()
+    prov = pl.read_parquet(gen / "provenance.parquet").with_columns(
+        error=pl.when(pl.col("sample_id") == ids[6]).then(pl.lit("sample r0-s0000-000006's shaded control map "
+                                                                 "is missing")).otherwise(None))
+    prov.write_parquet(gen / "provenance.parquet")
+    result = _curate(root, LOOSE)
+    assert result.success, _error_text(result)
+    part = root / "filtered_shards" / "r0" / "s0000"
+    index = {r["sample_id"]: r for r in pl.read_parquet(part / "index.parquet").to_dicts()}
+    expected = {
+        ids[1]: ("label_control", "is the absolute path"),
+        ids[2]: ("label_control", "outside its partition"),
+        ids[3]: ("label_control", "outside its partition"),
+        ids[4]: ("label_mask", "outside its partition"),
+        ids[5]: ("label_control", f"control_pncc file missing at controls/pncc/{ids[5]}.png"),
+        ids[6]: ("generation", "raw_generations made no image: sample r0-s0000-000006's shaded control map"),
+    }
+    for sid, (check, words) in expected.items():
+        rec = index[sid]
+        assert not rec["kept"] and rec["reject_stage"] == "readable", (sid, rec["reject_reason"])
+        assert rec["failed_checks"][0] == check and words in rec["reject_reason"], (sid, rec["reject_reason"])
+    assert b"TOP-SECRET" not in (part / "r0-s0000.tar").read_bytes()
+    assert set(shard_keys(part / "r0-s0000.tar")) <= {ids[0]}
+    if index[ids[0]]["kept"]:  # a kept sample always ships its pncc map
+        import tarfile
+
+        with tarfile.open(part / "r0-s0000.tar") as tar:
+            assert f"{ids[0]}.pncc.png" in tar.getnames()
+
+
+def test_curation_refuses_a_bad_sample_id_and_a_partition_without_pncc(tmp_path):
+    from pd_assets_tests.curation_fixtures import write_synthetic_partition
+
+    root = tmp_path / "data"
+    write_synthetic_partition(root, "r0", "s0000", n=2)
+    pool = root / "pose_pool" / "r0" / "s0000"
+    labels = pl.read_parquet(pool / "labels.parquet")
+    labels.drop("control_pncc").write_parquet(pool / "labels.parquet")
+    result = _curate(root)
+    assert not result.success
+    assert "no control_pncc column" in _error_text(result) and "include_pncc: false" in _error_text(result)
+    assert _curate(root, {"include_pncc": False}).success  # said so: the shard ships jpg + json only
+    _set_label(pool, 0, sample_id="../../x")
+    result = _curate(root)
+    assert not result.success
+    assert "sample_id '../../x' is not of the form r{n}-s{nnnn}-{nnnnnn}" in _error_text(result)
