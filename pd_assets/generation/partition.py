@@ -196,8 +196,10 @@ def generate_partition(
     records.update(failed)
     ordered = [records[s.sample_id] for s in samples]
     failures = {r["sample_id"]: r["error"] for r in ordered if r.get("error")}
-    for sid, error in failures.items():
+    for sid, error in list(failures.items())[:10]:
         log.warning(f"{sid}: no image ({error})")
+    if len(failures) > 10:
+        log.warning(f"... and {len(failures) - 10} more samples without an image (provenance column `error`)")
     provenance_path = write_parquet_atomic(out_dir / "provenance.parquet", provenance_frame(ordered))
     clear_journal(out_dir)  # only now: provenance.parquet describes every image
     made = [s for s in samples if s.sample_id not in failures]
