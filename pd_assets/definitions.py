@@ -10,6 +10,7 @@ import dagster as dg
 
 from pd_assets.curation.assets import CURATION_ASSETS
 from pd_assets.curation.checks import CURATION_CHECKS
+from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS
 from pd_assets.generation.assets import GENERATION_ASSETS
 from pd_assets.generation.checks import GENERATION_CHECKS
 from pd_assets.partitions import round_shard_partitions
@@ -26,8 +27,8 @@ generate_dataset_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *CURATION_ASSETS],
-    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *CURATION_CHECKS],
+    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *CURATION_ASSETS],
+    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *CURATION_CHECKS],
     jobs=[generate_dataset_job],
     resources=resources_for_profile(),
 )

@@ -64,3 +64,23 @@ DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"),
 # (`pd_assets.disk_space`): the estimate uses the largest PNG sizes measured, and the
 # margin covers temp files, previews and the parquet tables.
 DISK_SPACE_MARGIN = 1.25
+
+# ---- control adapter (stage 3: the generator's control) ---------------------------------
+# A detection is a genuine person only when at least this many of its 17 COCO keypoints
+# lie inside the image: on blurry images mediapipe returns "people" whose keypoints sit far
+# outside the frame (environment.md, second from-scratch try: 22/64 such, every one OKS 0).
+MIN_KEYPOINTS_INSIDE = 12
+# Floors of the control_adapter's blocking check on held-out controls (issue 7's targets
+# for a generator trained from scratch at 128 px on 2 CPU cores: detection rate >= 0.5 and
+# median OKS over detections >= 0.5; the render backend reaches 52/64 and 0.883 there).
+ADAPTER_MIN_DETECTION_RATE = 0.5
+ADAPTER_MIN_MEDIAN_OKS = 0.5
+
+# ---- alignment (stage 4: DPO) -------------------------------------------------------------
+# Preference pairs (method.md stage 4): winner = highest OKS, loser = lowest of K candidates;
+# kept when the OKS gap >= 0.05 and the winner's OKS >= 0.5.
+DPO_MIN_OKS_GAP = 0.05
+DPO_MIN_WINNER_OKS = 0.5
+# aligned_checkpoint's blocking check: held-out mean OKS may not fall below the base's by
+# more than this (noise across 128 conditions at 4 candidates is about 0.01-0.02).
+DPO_MAX_OKS_DROP = 0.02

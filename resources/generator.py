@@ -24,7 +24,7 @@ import dagster as dg
 from pydantic import Field
 
 BACKENDS = ("render", "diffusers")
-_PROFILES = ("local", "ci", "gpu")
+_PROFILES = ("local", "local-diffusion", "ci", "gpu")
 
 
 class ControlNetConfig(dg.Config):
@@ -109,6 +109,11 @@ class GeneratorResource(dg.ConfigurableResource):
         default=None,
         description="hub token for gated models: set only as dg.EnvVar('HF_TOKEN')",
     )
+    control_adapter: str | None = Field(
+        default=None,
+        description="diffusers: `latest` (the newest control_adapter that passed its checks) or a "
+                    "control_adapter/<version> folder; replaces model, family and controlnets",
+    )
     strict: bool = Field(
         default=False,
         description="fail the whole partition when a sample's control map is missing, unreadable or "
@@ -127,8 +132,10 @@ class GeneratorResource(dg.ConfigurableResource):
         """The size images are made at: the configured one, else the pose_pool render's."""
         return int(self.width or label_width), int(self.height or label_height)
 
-    def build(self, device: str, dtype: Any = None, *, batch_size: int = 1, log: Any = None):
-        """A Generator for `device`; the diffusers pipeline is loaded once per process."""
+    def build(self, device: str, dtype: Any = None, *, batch_size: int = 1, log: Any = None,
+              store_root: Any = None):
+        """A Generator for `device`; the diffusers pipeline is loaded once per process.
+        `store_root`: the dataset store, where `control_adapter=latest` is looked up."""
         if self.backend not in BACKENDS:
             raise ValueError(f"generator.backend={self.backend!r} is not one of {', '.join(BACKENDS)}")
         bs = int(self.batch_size or batch_size)
@@ -144,15 +151,18 @@ class GeneratorResource(dg.ConfigurableResource):
             LoraSpec,
         )
 
-        if not self.model:
+        model, family, controlnets, adapter = self.model, self.family, self.controlnets, ""
+        if self.control_adapter:
+            model, family, controlnets, adapter = self._adapter_weights(store_root)
+        if not model:
             raise ValueError(
                 "generator.backend=diffusers but generator.model is unset: set it (or PD_GENERATOR_MODEL in "
                 "the gpu profile) to a local diffusers folder or a hub id"
             )
         dtype_name = self.dtype or (str(dtype).replace("torch.", "") if dtype is not None else "float32")
         cfg = DiffusersConfig(
-            model=self.model, family=self.family,
-            controlnets=tuple(ControlNetSpec(c.path_or_id, c.control, c.scale, c.subfolder) for c in self.controlnets),
+            model=model, family=family, control_adapter=adapter,
+            controlnets=tuple(ControlNetSpec(c.path_or_id, c.control, c.scale, c.subfolder) for c in controlnets),
             loras=tuple(LoraSpec(lo.path, lo.scale, lo.weight_name) for lo in self.loras),
             scheduler=self.scheduler, steps=self.steps, guidance=self.guidance,
             negative_prompt=self.negative_prompt, dtype=dtype_name, device=device,
@@ -161,9 +171,23 @@ class GeneratorResource(dg.ConfigurableResource):
         )
         return DiffusersGenerator(cfg, batch_size=bs, log=log)
 
+    def _adapter_weights(self, store_root: Any) -> tuple[str, str, list[ControlNetConfig], str]:
+        """(model, family, controlnets, version) of the configured control adapter."""
+        from pathlib import Path
+
+        from pd_assets.generation.adapter_store import resolve_adapter
+
+        if self.control_adapter == "latest" and store_root is None:
+            raise ValueError("generator.control_adapter=latest needs the dataset store root to look it up")
+        vdir, report = resolve_adapter(self.control_adapter, Path(store_root) if store_root else Path("."))
+        cns = [ControlNetConfig(path_or_id=str(vdir / rel), control=c) for c, rel in report["controlnets"].items()]
+        return str(vdir / report["pipeline"]), report["family"], cns, report["version"]
+
     def describe(self) -> str:
         if self.backend == "render":
             return "render (shaded mesh on a procedural background)"
+        if self.control_adapter:
+            return f"diffusers control_adapter={self.control_adapter}, {self.steps} steps, guidance {self.guidance:g}"
         cns = ", ".join(f"{c.control}@{c.scale:g}" for c in self.controlnets)
         loras = f", loras: {len(self.loras)}" if self.loras else ""
         return f"diffusers {self.family} {self.model} [controls: {cns}{loras}], {self.steps} steps, guidance {self.guidance:g}"
@@ -172,6 +196,8 @@ class GeneratorResource(dg.ConfigurableResource):
     def for_profile(cls, profile: str) -> GeneratorResource:
         if profile == "local":
             return cls(backend="render")  # size follows pose_sampling
+        if profile == "local-diffusion":  # the generator control_adapter trained here (128 px)
+            return cls(backend="diffusers", control_adapter="latest", steps=20, guidance=1.0, dtype="float32")
         if profile == "ci":
             from pd_assets.generation.tiny_models import default_tiny_model_dir
 

@@ -13,7 +13,9 @@ from resources.dataset_store import DatasetStoreResource
 from resources.paths import REPO_ROOT, anny_cache_dir
 from resources.pose_sampling import PoseSamplingResource
 
-PROFILES = ("local", "ci", "gpu")
+# local-diffusion: the local profile at 128 px with the generator this machine trains
+# (control_adapter from scratch, then raw_generations with generator.control_adapter=latest)
+PROFILES = ("local", "local-diffusion", "ci", "gpu")
 
 
 def current_profile() -> str:
@@ -33,16 +35,19 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
         raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     # anny reads its cache location from the environment at import time
     os.environ.setdefault("ANNY_CACHE_DIR", str(anny_cache_dir()))
+    from resources.control_adapter import ControlAdapterResource
     from resources.generator import GeneratorResource
     from resources.keypoint_detector import KeypointDetectorResource
 
     compute = {
         "local": ComputeResource(device="auto", dtype="float32", batch_size=16),
+        "local-diffusion": ComputeResource(device="auto", dtype="float32", batch_size=16),
         "ci": ComputeResource(device="cpu", dtype="float32", batch_size=8),
         "gpu": ComputeResource(device="cuda", dtype="bfloat16", batch_size=8),
     }[profile]
     sampling = {
         "local": PoseSamplingResource(samples_per_shard=64, width=512, height=512),
+        "local-diffusion": PoseSamplingResource(samples_per_shard=512, width=128, height=128),
         "ci": PoseSamplingResource(samples_per_shard=8, width=128, height=128),
         "gpu": PoseSamplingResource(samples_per_shard=1000, width=1024, height=1024),
     }[profile]
@@ -55,5 +60,6 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
         ),
         "pose_sampling": sampling,
         "generator": GeneratorResource.for_profile(profile),
-        "keypoint_detector": KeypointDetectorResource.for_profile(profile),
+        "keypoint_detector": KeypointDetectorResource.for_profile("local" if profile == "local-diffusion" else profile),
+        "control_adapter": ControlAdapterResource.for_profile(profile),
     }

@@ -61,7 +61,8 @@ def raw_generations(
     sheet. Resumable: verified images of an earlier run are kept, the rest made. A sample
     whose control map is missing or unsafe gets no image and a provenance `error` (the
     whole partition fails instead under `generator.strict`); timings are metadata only."""
-    gen = generator.build(compute.torch_device(), compute.dtype, batch_size=compute.batch_size, log=context.log)
+    gen = generator.build(compute.torch_device(), compute.dtype, batch_size=compute.batch_size, log=context.log,
+                          store_root=dataset_store.root_path())
     reports: list[PartitionReport] = []
     for key in context.partition_keys:
         round_name, shard = split_key(key)

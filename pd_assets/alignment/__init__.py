@@ -1,0 +1,1 @@
+"""Stage 4 of the method: align the generator to its control with Diffusion-DPO."""

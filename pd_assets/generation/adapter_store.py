@@ -1,0 +1,85 @@
+"""Where trained control adapters live and which one the generator uses.
+
+    control_adapter/{version}/
+        work/                   training checkpoints (a killed run resumes from here)
+        model/pipeline/         the SD-1.5-family pipeline (from scratch) or a copy-free pointer
+        model/controlnet-{c}/   one ControlNet per control map
+        eval/                   held-out generations, scored (raw_generations layout)
+        loss_curve.png, contact_sheet.png
+        adapter.json            provenance + evaluation, written last (a version without it is unfinished)
+        checks_passed.json      written by the blocking check when the adapter meets its floors
+
+`version` is a hash of the training settings and the exact training pixels, so the same
+settings on the same pairs resume or reuse one folder, and anything else trains anew.
+`resolve_adapter("latest")` is the newest version whose checks passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pd_assets.safe_io import store_path
+
+ADAPTER_DIR = "control_adapter"
+REPORT = "adapter.json"
+PASSED = "checks_passed.json"
+_CODE_VERSION = 1  # bump when training code changes what the same settings produce
+
+
+class AdapterNotFoundError(FileNotFoundError):
+    """No usable control adapter where the generator was told to look."""
+
+
+def adapter_version(config: dict[str, Any], pairs) -> str:
+    h = hashlib.sha256(json.dumps({"config": config, "code": _CODE_VERSION}, sort_keys=True, default=str).encode())
+    h.update("\n".join(pairs.ids).encode())
+    h.update(pairs.images.tobytes())
+    for name in sorted(pairs.controls):
+        h.update(pairs.controls[name].tobytes())
+    return h.hexdigest()[:16]
+
+
+def version_dir(root: Path, version: str) -> Path:
+    return store_path(Path(root), ADAPTER_DIR, version, what="control_adapter version folder")
+
+
+def read_report(vdir: Path) -> dict[str, Any]:
+    path = Path(vdir) / REPORT
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AdapterNotFoundError(f"{vdir} holds no finished control adapter ({REPORT} missing): "
+                                   "materialise control_adapter again to finish it") from None
+    except (OSError, ValueError) as exc:
+        raise AdapterNotFoundError(f"{path} is unreadable ({exc}): materialise control_adapter again") from exc
+
+
+def passed_versions(root: Path) -> list[Path]:
+    """Finished versions whose blocking check passed, oldest pass first."""
+    base = Path(root) / ADAPTER_DIR
+    if not base.is_dir():
+        return []
+    found = [p for p in base.iterdir() if (p / REPORT).is_file() and (p / PASSED).is_file()]
+    return sorted(found, key=lambda p: ((p / PASSED).stat().st_mtime_ns, p.name))
+
+
+def resolve_adapter(spec: str, root: Path) -> tuple[Path, dict[str, Any]]:
+    """(version folder, its adapter.json) for `latest` or a path to a version folder."""
+    if spec == "latest":
+        versions = passed_versions(root)
+        if not versions:
+            raise AdapterNotFoundError(
+                f"generator.control_adapter=latest but no control adapter under {Path(root) / ADAPTER_DIR} has passed "
+                "its checks: materialise control_adapter (and let its blocking check pass), or set "
+                "generator.control_adapter to a version folder"
+            )
+        vdir = versions[-1]
+    else:
+        vdir = Path(spec).expanduser()
+        if not vdir.is_dir():
+            raise AdapterNotFoundError(f"generator.control_adapter={spec!r} is not a folder: set it to `latest` or to "
+                                       f"a {ADAPTER_DIR}/<version> folder")
+    return vdir, read_report(vdir)

@@ -1,0 +1,271 @@
+"""Control-adapter training (PoseDreamer stage 3): from scratch, or a ControlNet on a base.
+
+`base = scratch` (no pretrained weights, e.g. these CPU machines) trains, with the one
+loop of `pd_assets.training.loop`:
+  1. the autoencoder on the images (L1 + a tiny KL term), then fixes its latent scale;
+  2. the UNet denoiser and one ControlNet per control map, jointly, on cached latents,
+     with the v target, min-SNR weighting and prompt dropout (so CFG stays possible).
+A pretrained SD-family base (`base = <folder or hub id>`) skips 1 and trains only the
+ControlNets (`ControlNetModel.from_unet`) with the denoiser, autoencoder and text
+encoder frozen. Both end as diffusers folders: `pipeline/` + `controlnet-{control}/`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pd_assets.generation.adapter_pairs import PairSet
+from pd_assets.generation.scratch_model import ScratchModelConfig, build_controlnet, build_parts, save_pipeline
+from pd_assets.training.loop import LoopConfig, LoopResult, run_loop
+from pd_assets.training.targets import add_noise, min_snr_weight, training_target
+
+
+@dataclass(frozen=True)
+class AdapterTrainingConfig:
+    controls: tuple[str, ...] = ("pncc",)
+    base: str = "scratch"  # scratch | a diffusers SD-1.5/SDXL folder or hub id
+    model: ScratchModelConfig = field(default_factory=ScratchModelConfig)
+    ae_steps: int = 800
+    ae_batch: int = 16
+    ae_crop: int | None = 64  # train the autoencoder on random crops of this size (None: whole images)
+    ae_lr: float = 1e-3
+    ae_kl_weight: float = 1e-6
+    ae_max_seconds: float | None = None
+    steps: int = 4000
+    batch: int = 16
+    grad_accum: int = 1
+    lr: float = 3e-4
+    warmup_steps: int = 100
+    ema_decay: float | None = 0.999
+    min_snr_gamma: float | None = 5.0
+    prompt_dropout: float = 0.1
+    max_seconds: float | None = None
+    checkpoint_every: int = 200
+    log_every: int = 20
+    seed: int = 0
+    mixed_precision: str = "no"
+    # what the generator should run with (recorded with the adapter)
+    sample_steps: int = 20
+    guidance: float = 1.0
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["controls"] = list(self.controls)
+        return d
+
+
+@dataclass
+class AdapterTrainingResult:
+    pipeline_dir: Path
+    controlnet_dirs: dict[str, Path]
+    stages: dict[str, LoopResult]
+    latent_scale: float | None
+    seconds: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _images_to_tensor(images: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) rows -> float (B, 3, H, W) in [-1, 1]."""
+    x = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def _controls_to_tensor(maps: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W, 3) control maps -> float (B, 3, H, W) in [0, 1], as the pipeline feeds them."""
+    return torch.from_numpy(maps[idx.numpy()]).permute(0, 3, 1, 2).float() / 255.0
+
+
+def train_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, device: str,
+                      log: Callable[[str], None] | None) -> tuple[LoopResult, float]:
+    """Stage 1: reconstruct the images; returns the loop result and the latent scale (1 / std)."""
+    n = len(pairs)
+
+    h, w = pairs.images.shape[1:3]
+    crop = min(cfg.ae_crop or h, h, w)
+
+    def loss_fn(step: int, micro: int, gen: torch.Generator):
+        idx = torch.randint(0, n, (cfg.ae_batch,), generator=gen)
+        x = _images_to_tensor(pairs.images, idx)
+        # the autoencoder is convolutional: random crops teach it the same local structure
+        # for a fraction of the cost of whole images
+        y0, x0 = (int(v) for v in torch.randint(0, h - crop + 1, (2,), generator=gen))
+        x = x[:, :, y0:y0 + crop, x0:x0 + crop].to(device)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+        rec = vae.decode(z).sample
+        l1 = (rec - x).abs().mean()
+        kl = post.kl().mean() / x[0].numel()
+        return l1 + cfg.ae_kl_weight * kl, {"l1": float(l1)}
+
+    loop = LoopConfig(steps=cfg.ae_steps, lr=cfg.ae_lr, warmup_steps=min(50, cfg.ae_steps), seed=cfg.seed,
+                      checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                      max_seconds=cfg.ae_max_seconds, mixed_precision=cfg.mixed_precision)
+    result, _ = run_loop({"vae": vae}, loss_fn, loop, work / "autoencoder", device=device,
+                         log=(lambda m: log(f"autoencoder: {m}")) if log else None)
+    return result, float(1.0 / cached_latents(vae, pairs, work, result.step, device).std().clamp_min(1e-6))
+
+
+def cached_latents(vae, pairs: PairSet, work: Path, ae_step: int, device: str) -> torch.Tensor:
+    """Unscaled latents of every training image, encoded once per autoencoder checkpoint and
+    kept in `work` (safetensors), so a resumed run does not encode the pairs again."""
+    from safetensors.torch import load_file, save_file
+
+    from pd_assets.storage import atomic_write_bytes
+
+    key = f"{ae_step}-{len(pairs)}-{hash_ids(pairs.ids)}"
+    path = work / f"latents-{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["latents"]
+    latents = encode_latents(vae, pairs.images, device)
+    tmp = work / f".latents-{key}.tmp"
+    save_file({"latents": latents.contiguous()}, str(tmp))
+    atomic_write_bytes(path, tmp.read_bytes())
+    tmp.unlink()
+    return latents
+
+
+def hash_ids(ids: list[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:12]
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, device: str, batch: int = 64) -> torch.Tensor:
+    """Deterministic latents (posterior means) of every image, unscaled."""
+    out = []
+    for start in range(0, len(images), batch):
+        idx = torch.arange(start, min(start + batch, len(images)))
+        out.append(vae.encode(_images_to_tensor(images, idx).to(device)).latent_dist.mean.cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: str, batch: int = 256) -> torch.Tensor:
+    out = []
+    for start in range(0, len(prompts), batch):
+        ids = tokenizer(prompts[start:start + batch], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids.to(device)
+        out.append(text_encoder(ids)[0].cpu())
+    return torch.cat(out)
+
+
+def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, latents: torch.Tensor,
+                   text: torch.Tensor, empty_text: torch.Tensor, pairs: PairSet, cfg: AdapterTrainingConfig,
+                   work: Path, device: str, log: Callable[[str], None] | None,
+                   train_unet: bool = True) -> tuple[LoopResult, Any]:
+    """Stage 2: the denoiser (if `train_unet`) and the ControlNets on cached, scaled latents."""
+    n = latents.shape[0]
+    pred_type = scheduler.config.prediction_type
+    alphas = scheduler.alphas_cumprod.float()
+    num_t = scheduler.config.num_train_timesteps
+
+    def loss_fn(step: int, micro: int, gen: torch.Generator):
+        idx = torch.randint(0, n, (cfg.batch,), generator=gen)
+        x0 = latents[idx].to(device)
+        noise = torch.randn(x0.shape, generator=gen).to(device)
+        t = torch.randint(0, num_t, (cfg.batch,), generator=gen)
+        drop = torch.rand(cfg.batch, generator=gen) < cfg.prompt_dropout
+        enc = torch.where(drop[:, None, None], empty_text.expand(cfg.batch, -1, -1), text[idx]).to(device)
+        t_dev = t.to(device)
+        noisy = add_noise(x0, noise, t_dev, pred_type, alphas)
+        down, mid = None, None
+        for name, cn in controlnets.items():
+            cond = _controls_to_tensor(pairs.controls[name], idx).to(device)
+            d, m = cn(noisy, t_dev, encoder_hidden_states=enc, controlnet_cond=cond, return_dict=False)
+            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
+            mid = m if mid is None else mid + m
+        pred = unet(noisy, t_dev, encoder_hidden_states=enc, down_block_additional_residuals=down,
+                    mid_block_additional_residual=mid).sample
+        target = training_target(x0, noise, t_dev, pred_type, alphas)
+        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if cfg.min_snr_gamma:
+            per_sample = per_sample * min_snr_weight(t_dev, pred_type, cfg.min_snr_gamma, alphas)
+        return per_sample.mean(), {}
+
+    modules = {f"controlnet_{k}": v for k, v in controlnets.items()}
+    if train_unet:
+        modules = {"unet": unet, **modules}
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1,
+                      grad_accum=cfg.grad_accum, ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
+                      log_every=cfg.log_every, max_seconds=cfg.max_seconds, mixed_precision=cfg.mixed_precision)
+    result, ema = run_loop(modules, loss_fn, loop, work / "denoiser", device=device,
+                           log=(lambda m: log(f"denoiser: {m}")) if log else None)
+    if ema is not None:
+        from pd_assets.training.loop import trainable_state
+
+        ema.copy_to(trainable_state(modules))
+    return result, ema
+
+
+def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: Path, *, device: str = "cpu",
+                  log: Callable[[str], None] | None = None) -> AdapterTrainingResult:
+    """Train (resuming from `work` after a kill) and write the diffusers folders into `out`."""
+    torch.manual_seed(cfg.seed)
+    work.mkdir(parents=True, exist_ok=True)
+    stages: dict[str, LoopResult] = {}
+    if cfg.base == "scratch":
+        parts = build_parts(cfg.model, work / "_tokenizer")
+        controlnets = {c: parts["controlnet"] if i == 0 else build_controlnet(cfg.model) for i, c in enumerate(cfg.controls)}
+        vae = parts["vae"].to(device)
+        stages["autoencoder"], scale = train_autoencoder(vae, pairs, cfg, work, device, log)
+        vae.register_to_config(scaling_factor=scale)
+        train_unet = True
+    else:
+        parts = _pretrained_parts(cfg.base, device)
+        controlnets = {c: build_controlnet(cfg.model, parts["unet"]) for c in cfg.controls}
+        vae, scale, train_unet = parts["vae"], None, False
+        for m in (parts["unet"], vae, parts["text_encoder"]):
+            m.requires_grad_(False)
+    vae.requires_grad_(False)
+    ae_step = stages["autoencoder"].step if "autoencoder" in stages else 0
+    latents = cached_latents(vae, pairs, work, ae_step, device) * vae.config.scaling_factor
+    text = encode_prompts(parts["tokenizer"], parts["text_encoder"].to(device), pairs.prompts, device)
+    empty = encode_prompts(parts["tokenizer"], parts["text_encoder"], [""], device)
+    unet = parts["unet"].to(device)
+    for cn in controlnets.values():
+        cn.to(device)
+    stages["denoiser"], _ = train_denoiser(unet, controlnets, parts["scheduler"], latents, text, empty, pairs, cfg,
+                                           work, device, log, train_unet=train_unet)
+    out.mkdir(parents=True, exist_ok=True)
+    first = next(iter(cfg.controls))
+    pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets[first]}, out)
+    cn_dirs = {first: cn_dir.rename(out / f"controlnet-{first}")}
+    for name, cn in controlnets.items():
+        if name != first:
+            cn.save_pretrained(out / f"controlnet-{name}", safe_serialization=True)
+            cn_dirs[name] = out / f"controlnet-{name}"
+    return AdapterTrainingResult(
+        pipeline_dir=pipe_dir, controlnet_dirs=cn_dirs, stages=stages, latent_scale=scale,
+        seconds=sum(s.seconds for s in stages.values()),
+        info={"num_pairs": len(pairs), "image_size": list(pairs.size), "config": cfg.as_dict()},
+    )
+
+
+def _pretrained_parts(base: str, device: str) -> dict:
+    from diffusers import StableDiffusionPipeline
+
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"control_adapter.base={base!r} could not be loaded as an SD-family diffusers pipeline ({exc}): "
+            "point it at a local pipeline folder (model_index.json), or use base=scratch"
+        ) from exc
+    return {"vae": pipe.vae.to(device), "unet": pipe.unet, "text_encoder": pipe.text_encoder,
+            "tokenizer": pipe.tokenizer, "scheduler": pipe.scheduler}
+
+
+def loss_curve_points(result: LoopResult, every: int = 10) -> list[tuple[int, float]]:
+    """(step, mean loss over the window) points for the loss-curve image."""
+    losses = result.losses
+    return [(i + every, float(np.mean(losses[i:i + every]))) for i in range(0, len(losses) - every + 1, every)
+            if math.isfinite(float(np.mean(losses[i:i + every])))]

@@ -1,0 +1,135 @@
+"""A small latent-diffusion generator built from scratch, as ordinary diffusers parts.
+
+When no pretrained base is configured (`control_adapter.base = scratch`), the adapter stage
+trains this model on the (control, image) pairs: an autoencoder (f=4, 8 latent channels),
+a UNet denoiser with cross-attention on the 16x16 and 8x8 levels, a ControlNet that
+reads the control map at image resolution, and a small frozen CLIP text encoder (the
+tiny-model builder's). Saved with `save_pretrained`, the result is an SD-1.5-family
+pipeline folder plus a ControlNet folder: `GeneratorResource(family="sd15")` loads it
+through the same `from_pretrained` path as real weights.
+
+Why a ControlNet rather than control channels concatenated to the denoiser input: the
+generator, the DPO stage (a LoRA on the denoiser, the control adapter frozen) and users'
+real SD bases all use the ControlNet form, so one trainer and one loader serve all three.
+The ControlNet is trained jointly with the denoiser from the first step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class ScratchModelConfig:
+    image_size: int = 128
+    vae_channels: tuple[int, ...] = (32, 64, 128)  # 3 blocks: 4x down-sampling (128 px -> 32x32 latents)
+    latent_channels: int = 8  # 8 (not SD's 4): reconstructs sharply after minutes of CPU training
+    unet_channels: tuple[int, ...] = (64, 128, 192)
+    layers_per_block: int = 1
+    text_hidden: int = 32
+    prediction_type: str = "v_prediction"
+    seed: int = 0
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_vae(cfg: ScratchModelConfig):
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels, layers_per_block=1, norm_num_groups=16,
+        sample_size=cfg.image_size, scaling_factor=1.0,
+        # no self-attention in the mid block: at 32x32 latents it was half the encoder's cost
+        mid_block_add_attention=False,
+    )
+
+
+def _unet_blocks(cfg: ScratchModelConfig) -> dict:
+    n = len(cfg.unet_channels)
+    # self/cross attention is quadratic in tokens: only on the coarser levels
+    down = ("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1)
+    return dict(
+        block_out_channels=cfg.unet_channels, layers_per_block=cfg.layers_per_block,
+        down_block_types=down, cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=8, norm_num_groups=32, in_channels=cfg.latent_channels,
+    )
+
+
+def build_unet(cfg: ScratchModelConfig):
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.unet_channels)
+    return UNet2DConditionModel(
+        **_unet_blocks(cfg), sample_size=cfg.latent_size, out_channels=cfg.latent_channels,
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+    )
+
+
+def build_controlnet(cfg: ScratchModelConfig, unet=None):
+    from diffusers import ControlNetModel
+
+    down_steps = len(cfg.vae_channels) - 1
+    # the conditioning embedding down-samples the control map to the latent size
+    embed = tuple(16 * 2 ** i for i in range(down_steps + 1))
+    if unet is not None:
+        return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=embed)
+    return ControlNetModel(**_unet_blocks(cfg), conditioning_embedding_out_channels=embed)
+
+
+def build_scheduler(cfg: ScratchModelConfig):
+    from diffusers import DDIMScheduler
+
+    # zero terminal SNR + trailing timesteps (Lin et al. 2024): sampling starts from pure
+    # noise, which matters at this small latent size; needs the v target
+    return DDIMScheduler(
+        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+        prediction_type=cfg.prediction_type, rescale_betas_zero_snr=cfg.prediction_type == "v_prediction",
+        timestep_spacing="trailing", clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+    )
+
+
+def build_text_encoder(cfg: ScratchModelConfig, tmp: Path):
+    """The tiny-model builder's byte-level CLIP tokenizer and a small random CLIP text model
+    (frozen): prompts are recorded and fed as in production, though this encoder has never
+    learned language."""
+    from pd_assets.generation.tiny_models import _clip_text_model, _clip_tokenizer
+
+    torch.manual_seed(cfg.seed)
+    tok, eos = _clip_tokenizer(tmp, 1000)
+    te = _clip_text_model(eos, hidden=cfg.text_hidden)
+    te.requires_grad_(False)
+    return tok, te
+
+
+def build_parts(cfg: ScratchModelConfig, tmp: Path) -> dict:
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg)
+    unet = build_unet(cfg)
+    controlnet = build_controlnet(cfg)
+    tok, te = build_text_encoder(cfg, tmp)
+    return {"vae": vae, "unet": unet, "controlnet": controlnet, "tokenizer": tok, "text_encoder": te,
+            "scheduler": build_scheduler(cfg)}
+
+
+def save_pipeline(parts: dict, out: Path) -> tuple[Path, Path]:
+    """Write `out/pipeline` (SD 1.5 family) and `out/controlnet`; returns both folders."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"], unet=parts["unet"],
+        scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    parts["controlnet"].save_pretrained(out / "controlnet", safe_serialization=True)
+    return out / "pipeline", out / "controlnet"

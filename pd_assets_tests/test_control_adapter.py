@@ -1,0 +1,145 @@
+"""control_adapter: pair validation, the asset in the `ci` profile, and the generator loading it."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS, evaluate_adapter_floors
+from pd_assets.generation.adapter_eval import keypoints_inside, summarise
+from pd_assets.generation.adapter_pairs import PairError, pairs_from_folder
+from pd_assets.generation.adapter_store import AdapterNotFoundError, resolve_adapter
+from pd_assets.generation.assets import GENERATION_ASSETS
+from pd_assets.generation.partition import generate_partition
+from pd_assets.poses.assets import POSES_ASSETS
+from pd_assets_tests.helpers import ci_resources
+from resources.generator import GeneratorResource
+
+
+@pytest.fixture(scope="module")
+def adapter_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapter")
+    res = ci_resources(root, generator=GeneratorResource(backend="render"))
+    for key in ("r0|s0000", "r0|s0001"):
+        assert dg.materialize([*POSES_ASSETS, *GENERATION_ASSETS], partition_key=key, resources=res).success
+    result = dg.materialize([*ADAPTER_ASSETS, *ADAPTER_CHECKS], resources=res, raise_on_error=False)
+    return root, res, result
+
+
+def test_adapter_materialises_passes_its_check_and_records_provenance(adapter_run):
+    root, _, result = adapter_run
+    assert result.success
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    version = meta["version"].value
+    vdir = root / "control_adapter" / version
+    report = json.loads((vdir / "adapter.json").read_text())
+    assert report["num_pairs"] == 8 and report["pair_sources"] == ["r0|s0000"]
+    assert report["stages"]["autoencoder"]["steps"] == 4 and report["stages"]["denoiser"]["steps"] == 4
+    assert report["heldout_partition"] == "r0|s0001" and report["evaluation"]["num_images"] == 8
+    # every written weight file is hashed, and the hashes are the files' own
+    assert {"pipeline/unet/diffusion_pytorch_model.safetensors", "controlnet-pncc/diffusion_pytorch_model.safetensors"} \
+        <= set(report["weights_sha256"])
+    from pd_assets.storage import file_sha256
+    assert report["weights_sha256"]["controlnet-pncc/diffusion_pytorch_model.safetensors"] == \
+        file_sha256(vdir / "model" / "controlnet-pncc" / "diffusion_pytorch_model.safetensors")
+    assert (vdir / "checks_passed.json").is_file() and (vdir / "contact_sheet.png").is_file()
+    assert sorted(p.name for p in (vdir / "work" / "denoiser").iterdir()) == ["step-0000002", "step-0000004"]
+    checks = result.get_asset_check_evaluations()
+    assert [c.passed for c in checks] == [True]
+
+
+def test_generator_uses_the_latest_adapter_and_records_it(adapter_run, tmp_path):
+    root, _, result = adapter_run
+    version = result.get_asset_materialization_events()[0].materialization.metadata["version"].value
+    gen = GeneratorResource(backend="diffusers", control_adapter="latest", steps=2, guidance=1.0, dtype="float32") \
+        .build("cpu", batch_size=4, store_root=root)
+    report = generate_partition(gen, root / "pose_pool" / "r0" / "s0001", tmp_path / "gen", round_name="r0",
+                                shard="s0001", project_seed=0, image_size=lambda w, h: (w, h))
+    assert report.num_generated == 8
+    prov = pl.read_parquet(tmp_path / "gen" / "provenance.parquet")
+    assert prov["control_adapter"].unique().to_list() == [version]
+    assert prov["controlnet_ids"][0].to_list()[0].endswith(f"{version}/model/controlnet-pncc")
+    with Image.open(tmp_path / "gen" / "images" / "r0-s0001-000000.png") as img:
+        assert img.size == (128, 128)
+
+
+def test_rematerialising_the_same_settings_reuses_the_version(adapter_run):
+    root, res, first = adapter_run
+    again = dg.materialize([*ADAPTER_ASSETS], resources=res)
+    m1 = first.get_asset_materialization_events()[0].materialization.metadata
+    m2 = again.get_asset_materialization_events()[0].materialization.metadata
+    assert m2["version"].value == m1["version"].value and m2["reused"].value is True
+
+
+def test_heldout_partition_that_is_also_trained_on_is_refused(adapter_run):
+    root, res, _ = adapter_run
+    from resources.control_adapter import ControlAdapterResource
+
+    settings = {**res["control_adapter"].model_dump(), "heldout_partition": "r0|s0000"}
+    bad = dict(res, control_adapter=ControlAdapterResource(**settings))
+    result = dg.materialize([*ADAPTER_ASSETS], resources=bad, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error.message
+    assert "also a training partition" in failure
+
+
+def test_latest_without_a_passed_adapter_is_a_clear_error(tmp_path):
+    with pytest.raises(AdapterNotFoundError, match="materialise control_adapter"):
+        resolve_adapter("latest", tmp_path)
+    with pytest.raises(AdapterNotFoundError, match="not a folder"):
+        resolve_adapter(str(tmp_path / "nope"), tmp_path)
+
+
+def _pair_folder(tmp_path, n=3, size=32):
+    for i in range(n):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "controls" / "pncc").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((size, size, 3), 10 * i, np.uint8)).save(tmp_path / "images" / f"p{i}.png")
+        Image.fromarray(np.full((size, size, 3), 5 * i, np.uint8)).save(tmp_path / "controls" / "pncc" / f"p{i}.png")
+    return tmp_path
+
+
+def test_folder_pairs_load_and_bad_inputs_name_the_file(tmp_path):
+    folder = _pair_folder(tmp_path)
+    pairs = pairs_from_folder(folder, ("pncc",))
+    assert pairs.ids == ["p0", "p1", "p2"] and pairs.controls["pncc"].shape == (3, 32, 32, 3)
+    assert pairs.images[2, 0, 0, 0] == 20
+    with pytest.raises(PairError, match="only 3 training pairs.*at least 5"):
+        pairs_from_folder(folder, ("pncc",), min_pairs=5)
+    (folder / "images" / "p1.png").write_bytes(b"not a png")
+    with pytest.raises(PairError, match="p1.png is missing or unreadable"):
+        pairs_from_folder(folder, ("pncc",))
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "images" / "p1.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(folder / "controls" / "pncc" / "p1.png")
+    with pytest.raises(PairError, match="p1.png is 16x16 but its image is 32x32"):
+        pairs_from_folder(folder, ("pncc",))
+    (folder / "controls" / "pncc" / "p1.png").unlink()
+    with pytest.raises(PairError, match="add the pncc map for p1"):
+        pairs_from_folder(folder, ("pncc",))
+
+
+def test_floors_by_hand():
+    assert evaluate_adapter_floors({"detection_rate": 0.6, "oks_median": 0.55}, 0.5, 0.5)[0]
+    ok, why = evaluate_adapter_floors({"detection_rate": 0.4, "oks_median": 0.9}, 0.5, 0.5)
+    assert not ok and "detection rate 0.400 < 0.5" in why
+    ok, why = evaluate_adapter_floors({"detection_rate": 0.9, "oks_median": None}, 0.5, 0.5)
+    assert not ok and "median OKS None" in why
+
+
+def test_genuine_detections_need_keypoints_inside_the_image():
+    inside = np.tile([[10.0, 10.0]], (17, 1))
+    assert keypoints_inside(inside, 64, 64) == 17
+    far = inside.copy()
+    far[6:] = [10.0, 1700.0]  # a hallucinated person: legs far below the frame
+    assert keypoints_inside(far, 64, 64) == 6
+    rec = lambda kp, oks: {"det_keypoints2d": kp.reshape(-1).tolist(), "person_count": 1, "oks": oks,  # noqa: E731
+                           "width": 64, "height": 64, "kept": oks > 0.85}
+    ev = summarise([rec(inside, 0.9), rec(far, 0.0), rec(inside, 0.5), {**rec(inside, 0.7), "person_count": 0}], 2.0)
+    assert ev.num_detected == 2 and ev.detection_rate == 0.5
+    assert ev.oks_median == pytest.approx(0.7) and ev.oks_mean_all == pytest.approx((0.9 + 0.5) / 4)
+    assert ev.pass_rate == 0.25 and ev.images_per_second == 2.0

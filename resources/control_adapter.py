@@ -1,0 +1,78 @@
+"""How the control adapter is trained (stage 3): pair source, base, model size, schedule.
+
+Profiles: `ci` trains a tiny model for a few steps (the asset's wiring, not its quality);
+`local` and `local-diffusion` train the benchmark-size model from scratch on the
+render-backend pairs of the configured partitions; `gpu` trains ControlNets on the base
+named by `PD_ADAPTER_BASE` (an SD-1.5 folder) or from scratch when unset.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import Field
+
+from pd_assets import thresholds as T
+
+PAIR_SOURCES = ("partitions", "render", "folder", "webdataset")
+
+
+class ControlAdapterResource(dg.ConfigurableResource):
+    base: str = Field(default="scratch", description="scratch | a diffusers SD-1.5 pipeline folder or hub id")
+    controls: list[str] = Field(default=["pncc"], description="pose_pool control maps fed to the adapter (one ControlNet each)")
+    pair_source: str = Field(default="partitions", description="partitions (raw_generations images) | render (render-backend images made in memory) | folder | webdataset")
+    pair_partitions: list[str] = Field(
+        default=["r0|s0000"], description="round|shard partitions whose pose_pool controls + raw_generations images train it",
+    )
+    pair_paths: list[str] = Field(default=[], description="folder (pair_source=folder) or .tar shards (webdataset)")
+    min_pairs: int = Field(default=16, ge=1, description="fewer training pairs than this is an error")
+    heldout_partition: str = Field(
+        default="r0|s0015", description="pose_pool partition whose controls evaluate the adapter (never trained on)",
+    )
+    vae_channels: list[int] = Field(default=[32, 64, 128])
+    unet_channels: list[int] = Field(default=[64, 128, 192])
+    ae_steps: int = Field(default=100_000, ge=1)
+    ae_minutes: float | None = Field(default=10.0, allow_inf_nan=False, description="autoencoder time budget")
+    steps: int = Field(default=1_000_000, ge=1, description="denoiser + ControlNet steps")
+    minutes: float | None = Field(default=80.0, allow_inf_nan=False, description="denoiser time budget")
+    batch_size: int = Field(default=16, ge=1)
+    learning_rate: float = Field(default=3e-4, gt=0, allow_inf_nan=False)
+    ema_decay: float | None = Field(default=0.999, allow_inf_nan=False)
+    checkpoint_every: int = Field(default=200, ge=1)
+    seed: int = Field(default=0)
+    sample_steps: int = Field(default=20, ge=1, description="denoising steps the generator should use")
+    guidance: float = Field(default=1.0, allow_inf_nan=False, description="guidance the generator should use")
+    min_detection_rate: float = Field(default=T.ADAPTER_MIN_DETECTION_RATE, ge=0, le=1)
+    min_median_oks: float = Field(default=T.ADAPTER_MIN_MEDIAN_OKS, ge=0, le=1)
+
+    def training_config(self, mixed_precision: str = "no"):
+        from pd_assets.generation.adapter_training import AdapterTrainingConfig
+        from pd_assets.generation.scratch_model import ScratchModelConfig
+
+        if self.pair_source not in PAIR_SOURCES:
+            raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
+        return AdapterTrainingConfig(
+            controls=tuple(self.controls), base=self.base,
+            model=ScratchModelConfig(vae_channels=tuple(self.vae_channels), unet_channels=tuple(self.unet_channels),
+                                     seed=self.seed),
+            ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
+            steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
+            lr=self.learning_rate, ema_decay=self.ema_decay, checkpoint_every=self.checkpoint_every,
+            seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
+        )
+
+    @classmethod
+    def for_profile(cls, profile: str) -> ControlAdapterResource:
+        import os
+
+        if profile == "ci":
+            return cls(pair_partitions=["r0|s0000"], heldout_partition="r0|s0001", min_pairs=4,
+                       vae_channels=[16, 16], unet_channels=[32, 32], ae_steps=4, ae_minutes=None, steps=4,
+                       minutes=None, batch_size=2, checkpoint_every=2, sample_steps=2,
+                       min_detection_rate=0.0, min_median_oks=0.0)
+        if profile == "gpu":
+            return cls(base=os.environ.get("PD_ADAPTER_BASE", "scratch"), minutes=None, ae_minutes=None,
+                       steps=20_000, ae_steps=5_000, batch_size=16)
+        if profile == "local-diffusion":  # the benchmark's settings (benchmarks/bench_control_adapter.py)
+            return cls(pair_source="render", pair_partitions=[f"r0|s{i:04d}" for i in range(8)],
+                       heldout_partition="r0|s0008")
+        return cls()
