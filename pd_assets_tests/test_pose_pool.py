@@ -24,6 +24,7 @@ from pd_assets.poses.checks import (
 from pd_assets.poses.labels import array_column
 from pd_assets.storage import COMPLETE_MARKER
 from pd_assets_tests.helpers import ci_resources
+from resources.body_model import BodyModelResource
 from resources.pose_sampling import PoseSamplingResource
 
 PARTITION = "r0|s0001"
@@ -178,6 +179,20 @@ def test_unknown_control_is_a_clear_error(tmp_path):
     assert not (tmp_path / "pose_pool" / "r0" / "s0001").exists()
 
 
+def test_missing_smplx_fails_at_resource_setup_naming_the_variable(tmp_path):
+    result = _materialize(tmp_path, body_model=BodyModelResource(kind="smplx"))
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert "RESOURCE_INIT_FAILURE" in kinds and "STEP_START" not in kinds  # before the step's work
+    failure = next(e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE")
+    error = failure.event_specific_data.error
+    messages = [error.message] + [c.message for c in (error.cause, error.context) if c is not None]
+    assert any("PD_SMPLX_MODEL_PATH" in m and "at None" not in m for m in messages), messages
+    assert BodyModelResource(kind=" SMPLX ").kind == "smplx"
+    with pytest.raises(ValueError, match="PD_BODY_MODEL"):
+        BodyModelResource(kind="smpl")
+
+
 def test_killed_run_leaves_previous_partition_intact(tmp_path):
     """Kill a materialisation midway: the partition is either the old one or absent, never partial."""
     script = textwrap.dedent(f"""
@@ -185,7 +200,8 @@ def test_killed_run_leaves_previous_partition_intact(tmp_path):
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from pd_assets.poses.assets import pose_pool
         from pd_assets_tests.helpers import ci_resources
-        from resources.pose_sampling import PoseSamplingResource
+        from resources.body_model import BodyModelResource
+from resources.pose_sampling import PoseSamplingResource
         from pathlib import Path
         res = ci_resources(Path({str(tmp_path)!r}), pose_sampling=PoseSamplingResource(
             samples_per_shard=int(sys.argv[1]), width=128, height=128))
