@@ -140,7 +140,7 @@ def filtered_shards(
                 labels, provenance, pool_dir, gen_dir, detector, calibration, thresholds,
                 staging / shard_name(round_name, shard), batch_size=compute.batch_size,
                 include_pncc=config.include_pncc, jpeg_quality=config.jpeg_quality,
-                preview_samples=config.preview_samples, log=context.log.debug,
+                preview_samples=config.preview_samples, log=context.log.info,
                 calibration_status=calibration_status,
             )
             if not result.records:
