@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -127,7 +128,12 @@ def test_camera_check_compares_against_configured_ranges(pool_run):
     root, _ = pool_run
     labels = _labels(root)
     ci = PoseSamplingResource(samples_per_shard=8, width=128, height=128)
-    assert evaluate_camera_ranges(labels, ci).passed
+    ok = evaluate_camera_ranges(labels, ci)
+    assert ok.passed
+    # plain values in the UI: "lo .. hi unit", at most 3 significant decimals
+    lo, hi = (float(v) for v in ok.metadata["distance_range_m"].value.removesuffix(" m").split(" .. "))
+    assert (lo, hi) == tuple(ci.distance_range_m)
+    assert re.fullmatch(r"\d+(\.\d{1,3})? \.\. \d+(\.\d{1,3})? px", ok.metadata["focal_observed"].value)
     narrow = PoseSamplingResource(samples_per_shard=8, width=128, height=128, fov_range_deg=[49.9, 50.1])
     result = evaluate_camera_ranges(labels, narrow)
     assert not result.passed and "focal_px" in result.metadata["failures"].value
@@ -200,8 +206,7 @@ def test_killed_run_leaves_previous_partition_intact(tmp_path):
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         from pd_assets.poses.assets import pose_pool
         from pd_assets_tests.helpers import ci_resources
-        from resources.body_model import BodyModelResource
-from resources.pose_sampling import PoseSamplingResource
+        from resources.pose_sampling import PoseSamplingResource
         from pathlib import Path
         res = ci_resources(Path({str(tmp_path)!r}), pose_sampling=PoseSamplingResource(
             samples_per_shard=int(sys.argv[1]), width=128, height=128))
