@@ -90,6 +90,8 @@ def test_native_lines_that_are_not_known_notices_still_show(capfd):
     with quiet_native_notices():
         os.write(2, b"WARNING: [model_load.cc:402] Sparsity tensors may not yet be fully supported.\n"
                     b"INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+                    b"W0000 00:00:1796411186.837487   20849 landmark_projection_calculator.cc:81] Using "
+                    b"NORM_RECT without IMAGE_DIMENSIONS is only supported for the square ROI. Provide\n"
                     b"E0000 calculator_graph.cc:12] a real native error\n")
     err = capfd.readouterr().err
     assert err == "E0000 calculator_graph.cc:12] a real native error\n"
