@@ -49,10 +49,10 @@ def size_text(width: int, height: int) -> str:
     return f"{int(width)}x{int(height)}"
 
 
-def id_list(ids: Iterable[str], limit: int = 10) -> str:
-    """The first `limit` ids, comma separated, and how many more; "none" when there are none."""
+def id_list(ids: Iterable[str], limit: int = 10, sep: str = ", ") -> str:
+    """The first `limit` ids, `sep` separated, and how many more; "none" when there are none."""
     ids = list(ids)
     if not ids:
         return "none"
     more = f" (+{len(ids) - limit} more)" if len(ids) > limit else ""
-    return ", ".join(ids[:limit]) + more
+    return sep.join(ids[:limit]) + more

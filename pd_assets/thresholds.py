@@ -58,3 +58,9 @@ PASS_RATE_BAND = (0.2, 0.98)
 # Difficulty bins by OKS (method.md stage 5): >= 0.8 low, 0.6-0.8 medium, 0.4-0.6 high,
 # < 0.4 very high.
 DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"), "very_high"))
+
+# ---- storage ----------------------------------------------------------------------------
+# Free space a partition write needs, as a multiple of its estimated size
+# (`pd_assets.disk_space`): the estimate uses the largest PNG sizes measured, and the
+# margin covers temp files, previews and the parquet tables.
+DISK_SPACE_MARGIN = 1.25
