@@ -1,5 +1,5 @@
 # make setup: idempotent install (Debian EGL packages, .venv, locally built model assets)
-# make demo:  setup, then materialise the main job for one partition on the embedded defaults
+# make demo:  setup, then run the main job on one partition (DEMO_PARTITION) through workspace.yaml, and report
 # make test:  setup, then the test suite
 SHELL := /bin/bash
 PY := .venv/bin/python
@@ -11,7 +11,7 @@ export PD_DATA_ROOT ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 DEMO_PARTITION ?= r0|s0000
 
-.PHONY: setup apt venv assets demo test dev bench clean-data
+.PHONY: setup apt venv assets instance demo test dev bench clean-data
 
 setup: apt venv assets
 
@@ -34,18 +34,20 @@ $(VENV_STAMP): pyproject.toml
 assets: venv
 	$(PY) -m pd_assets.setup_assets
 
-demo: setup
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
-	PD_PROFILE=$${PD_PROFILE:-local} .venv/bin/dagster asset materialize -m pd_assets.definitions \
-	  --select 'pose_pool,raw_generations,filtered_shards' --partition '$(DEMO_PARTITION)'
-	PD_PROFILE=$${PD_PROFILE:-local} $(PY) -m pd_assets.report --partition '$(DEMO_PARTITION)'
+# the run goes through workspace.yaml, so `make dev` lists it under the generate_dataset job
+demo: setup instance
+	PD_PROFILE=$${PD_PROFILE:-local} $(PY) -m pd_assets.demo --partition '$(DEMO_PARTITION)'
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
-dev: setup
-	@mkdir -p $(DAGSTER_HOME) && cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+dev: setup instance
 	.venv/bin/dagster dev -w workspace.yaml
+
+# the instance settings live in resources/dagster.yaml, not at the top level, where
+# `dagster dev` would warn that a dagster.yaml there is not DAGSTER_HOME's
+instance:
+	@mkdir -p $(DAGSTER_HOME) && cp resources/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

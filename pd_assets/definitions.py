@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import dagster as dg
 
-from pd_assets.curation.assets import CURATION_ASSETS
-from pd_assets.curation.checks import CURATION_CHECKS
-from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS
-from pd_assets.generation.assets import GENERATION_ASSETS
-from pd_assets.generation.checks import GENERATION_CHECKS
-from pd_assets.partitions import round_shard_partitions
-from pd_assets.poses.assets import POSES_ASSETS
-from pd_assets.poses.checks import POSES_CHECKS
-from resources.profiles import resources_for_profile
+from pd_assets.known_warnings import silence_known_dagster_warnings
+
+silence_known_dagster_warnings()  # before the stages below define their assets and checks
+
+from pd_assets.curation.assets import CURATION_ASSETS  # noqa: E402
+from pd_assets.curation.checks import CURATION_CHECKS  # noqa: E402
+from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS  # noqa: E402
+from pd_assets.generation.assets import GENERATION_ASSETS  # noqa: E402
+from pd_assets.generation.checks import GENERATION_CHECKS  # noqa: E402
+from pd_assets.partitions import round_shard_partitions  # noqa: E402
+from pd_assets.poses.assets import POSES_ASSETS  # noqa: E402
+from pd_assets.poses.checks import POSES_CHECKS  # noqa: E402
+from resources.profiles import resources_for_profile  # noqa: E402
 
 # The main job: labels -> images -> filtered shards for one round x shard partition.
 generate_dataset_job = dg.define_asset_job(

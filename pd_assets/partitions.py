@@ -9,6 +9,7 @@ dimensions in name order: round, then shard).
 from __future__ import annotations
 
 import os
+import re
 
 import dagster as dg
 
@@ -45,6 +46,31 @@ shard_partitions = dg.StaticPartitionsDefinition([shard_key(i) for i in range(NU
 round_shard_partitions = dg.MultiPartitionsDefinition(
     {"round": round_partitions, "shard": shard_partitions}
 )
+
+
+def check_partition_key(key: str) -> tuple[str, str]:
+    """(round, shard) of `key` if it is a configured partition; else a ValueError that names
+    the setting bounding it (PD_NUM_ROUNDS / PD_NUM_SHARDS) and the value that would admit it."""
+    parts = str(key).split("|")
+    if len(parts) != 2:
+        raise ValueError(f"partition {key!r} is not a round|shard key such as 'r0|s0000'")
+    problems = []
+    for value, dim, name_of, setting, count in (
+        (parts[0], "round", round_key, "PD_NUM_ROUNDS", NUM_ROUNDS),
+        (parts[1], "shard", shard_key, "PD_NUM_SHARDS", NUM_SHARDS),
+    ):
+        span = f"{name_of(0)}..{name_of(count - 1)}"
+        match = re.fullmatch(rf"{dim[0]}(\d+)", value)
+        if match is None:
+            problems.append(f"{value!r} is not a {dim} name ({span})")
+        elif name_of(int(match.group(1))) != value:
+            problems.append(f"write {dim} {value!r} as {name_of(int(match.group(1)))!r}")
+        elif int(match.group(1)) >= count:
+            problems.append(f"{dim} {value!r} is outside {span} ({setting}={count}): set "
+                            f"{setting}={int(match.group(1)) + 1} or more to use it")
+    if problems:
+        raise ValueError(f"partition {key!r} is not configured: " + "; ".join(problems))
+    return parts[0], parts[1]
 
 
 def split_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | str) -> tuple[str, str]:

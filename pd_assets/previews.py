@@ -51,14 +51,31 @@ def draw_keypoints(
     return out
 
 
-def contact_sheet(rows: list[list[Image.Image]], tile: int = 128, pad: int = 2) -> Image.Image:
-    """Grid of images, one row per sample, each resized to `tile` x `tile`."""
+HEADER_PX = 16  # height of the band that names the columns or holds a caption
+
+
+def contact_sheet(rows: list[list[Image.Image]], tile: int = 128, pad: int = 2,
+                  header: list[str] | None = None, caption: str | None = None) -> Image.Image:
+    """Grid of images, one row per sample, each resized to `tile` x `tile`; `header` names
+    the columns (which control map), `caption` is one line above them (e.g. a colour key)."""
     n_cols = max((len(r) for r in rows), default=1)
-    sheet = Image.new("RGB", (n_cols * (tile + pad) + pad, max(len(rows), 1) * (tile + pad) + pad), (24, 24, 24))
+    top = HEADER_PX * (bool(caption) + bool(header))
+    width = n_cols * (tile + pad) + pad
+    sheet = Image.new("RGB", (width, top + max(len(rows), 1) * (tile + pad) + pad), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    y = 2
+    if caption:
+        draw.text((pad + 2, y), caption, fill=(230, 230, 230))
+        y += HEADER_PX
+    for j, title in enumerate(header or []):
+        draw.text((pad + j * (tile + pad) + 2, y), title, fill=(230, 230, 230))
     for i, row in enumerate(rows):
         for j, img in enumerate(row):
-            sheet.paste(img.resize((tile, tile), Image.BILINEAR), (pad + j * (tile + pad), pad + i * (tile + pad)))
+            sheet.paste(img.resize((tile, tile), Image.BILINEAR), (pad + j * (tile + pad), top + pad + i * (tile + pad)))
     return sheet
+
+
+KEYPOINT_KEY = "keypoints: green = label, magenta = detected"
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -81,7 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", default="r0|s0000")
     parser.add_argument("--root", default=None)
     args = parser.parse_args(argv)
-    round_name, shard = args.partition.split("|")
+    from pd_assets.partitions import check_partition_key
+
+    try:
+        round_name, shard = check_partition_key(args.partition)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     print(report(Path(args.root or data_root()), round_name, shard))
     return 0
 

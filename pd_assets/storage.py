@@ -23,20 +23,54 @@ class StorageError(RuntimeError):
     """A write failed; the message names the path and what to do."""
 
 
-def _explain(exc: OSError, path: Path) -> StorageError:
-    if exc.errno == errno.ENOSPC:
+_FULL = {errno.ENOSPC, errno.EDQUOT}
+_DENIED = {errno.EACCES, errno.EPERM}
+# errnos that say "this place cannot be written", whatever the code was doing there
+STORAGE_ERRNOS = _FULL | _DENIED | {errno.EROFS}
+_MOVE_ROOT = "point PD_DATA_ROOT / dataset_store.root at"
+
+
+def explain_os_error(exc: OSError, path: str | os.PathLike) -> StorageError:
+    """The one place that turns a failed write under `path` into a message with the fix."""
+    path = Path(path)
+    culprit = Path(exc.filename) if exc.filename else path
+    if exc.errno in _FULL:
         return StorageError(
-            f"disk full while writing {path}: free space under {path.parent} or point "
-            "PD_DATA_ROOT / dataset_store.root at a larger volume; nothing already "
-            "written was replaced"
+            f"disk full while writing {path}: free space under {path.parent} or {_MOVE_ROOT} "
+            "a larger volume; nothing already written was replaced"
+        )
+    if exc.errno == errno.EROFS:
+        return StorageError(
+            f"cannot write {path}: {culprit} is on a read-only file system; {_MOVE_ROOT} a "
+            "writable folder (or remount it read-write)"
+        )
+    if exc.errno in _DENIED:
+        return StorageError(
+            f"cannot write {path}: permission denied on {culprit} for user id {os.getuid()}; "
+            f"make it writable by this user or {_MOVE_ROOT} a folder this user owns"
+        )
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST) or isinstance(exc, NotADirectoryError):
+        return StorageError(
+            f"cannot write {path}: {culprit} (or a folder above it) is a file, not a folder; "
+            f"move that file away or {_MOVE_ROOT} a folder"
         )
     return StorageError(f"could not write {path}: {exc}")
+
+
+@contextlib.contextmanager
+def explained_os_errors(path: str | os.PathLike) -> Iterator[None]:
+    """Run a write to `path`; an OSError leaves as a StorageError naming the path and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        raise explain_os_error(exc, path) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` via a temp file in the same directory, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with explained_os_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as fh:
@@ -45,7 +79,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise _explain(exc, path) from exc
+        raise explain_os_error(exc, path) from exc
     return path
 
 
@@ -62,16 +96,17 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
     half-written directory sit under the final name.
     """
     final_dir = Path(final_dir)
-    final_dir.parent.mkdir(parents=True, exist_ok=True)
     token = uuid.uuid4().hex[:8]
     staging = final_dir.with_name(f".{final_dir.name}.staging-{token}")
-    staging.mkdir()
+    with explained_os_errors(final_dir):
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
     try:
         yield staging
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise _explain(exc, final_dir) from exc
+        if exc.errno in STORAGE_ERRNOS:
+            raise explain_os_error(exc, final_dir) from exc
         raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -85,7 +120,7 @@ def atomic_directory(final_dir: str | os.PathLike) -> Iterator[Path]:
         if old.exists() and not final_dir.exists():
             os.replace(old, final_dir)
         shutil.rmtree(staging, ignore_errors=True)
-        raise _explain(exc, final_dir) from exc
+        raise explain_os_error(exc, final_dir) from exc
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -120,16 +155,23 @@ def partition_lock(root: str | os.PathLike, *key: str, timeout_s: float = 30.0) 
     from filelock import FileLock, Timeout
 
     lock_dir = Path(root) / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
     lock_path = lock_dir / ("-".join(key) + ".lock")
+    lock = FileLock(str(lock_path), timeout=timeout_s)
+    with explained_os_errors(lock_path):
+        lock_dir.mkdir(parents=True, exist_ok=True)
     try:
-        with FileLock(str(lock_path), timeout=timeout_s):
-            yield
-    except Timeout:
+        lock.acquire()
+    except Timeout:  # a TimeoutError, so an OSError: caught first
         raise StorageError(
             f"partition {'/'.join(key)} is being written by another run (lock {lock_path}): "
             "wait for that run to finish or cancel it, then launch again"
         ) from None
+    except OSError as exc:
+        raise explain_os_error(exc, lock_path) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def remove_stale_staging(directory: str | os.PathLike) -> list[Path]:

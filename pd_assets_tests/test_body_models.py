@@ -231,9 +231,10 @@ def test_smplx_missing_file_says_how_to_fix(tmp_path):
         with pytest.raises(BodyModelError) as err:
             load_body_model("smplx", model_path=path)
         msg = str(err.value)
-        assert msg.startswith("SMPL-X model file not found at")
-        assert "body_model.model_path" in msg and "SMPLX_NEUTRAL.npz" in msg
-        assert "body_model.kind=anny" in msg
+        assert msg.startswith("SMPL-X model file not found at" if path else "SMPL-X is selected but no model path")
+        assert "None" not in msg
+        assert "PD_SMPLX_MODEL_PATH" in msg and "body_model.model_path" in msg and "SMPLX_NEUTRAL.npz" in msg
+        assert "PD_BODY_MODEL=anny" in msg
 
 
 def test_smplx_synthetic_loads_and_forward(smplx_model, smplx_dir):

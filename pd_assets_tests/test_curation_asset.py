@@ -30,7 +30,8 @@ UPSTREAM = [dg.AssetSpec("pose_pool", partitions_def=round_shard_partitions),
 LOOSE = {"oks_min": 0.05, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0}
 
 
-def _materialize(root: Path, config: dict | None = None, partition: str = PARTITION):
+def _materialize(root: Path, config: dict | None = None, partition: str = PARTITION,
+                 instance: dg.DagsterInstance | None = None):
     build_task(models_dir())  # what `make setup` does; a no-op when built
     return dg.materialize(
         [*UPSTREAM, filtered_shards, *CURATION_CHECKS], partition_key=partition,
@@ -38,6 +39,7 @@ def _materialize(root: Path, config: dict | None = None, partition: str = PARTIT
                    "dataset_store": DatasetStoreResource(root=str(root)),
                    "compute": ComputeResource(device="cpu", batch_size=4)},
         run_config={"ops": {"filtered_shards": {"config": config or {}}}}, raise_on_error=False,
+        instance=instance,
     )
 
 
@@ -49,11 +51,15 @@ def _checks(result) -> dict[str, dg.AssetCheckEvaluation]:
 def synthetic_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("curation") / "data"
     ids = write_synthetic_partition(root, "r0", "s0000", n=6, corrupt={4: "garbage", 5: "truncated"})
-    return root, ids, _materialize(root)
+    instance = dg.DagsterInstance.ephemeral()
+    result = _materialize(root, instance=instance)
+    progress = [(e.level, e.user_message) for e in instance.all_logs(result.run_id)
+                if e.user_message.startswith("curated ")]
+    return root, ids, result, progress
 
 
 def test_every_sample_is_indexed_and_corrupt_images_are_rejected_with_reasons(synthetic_run):
-    root, ids, result = synthetic_run
+    root, ids, result, _ = synthetic_run
     assert result.success
     part = root / "filtered_shards" / "r0" / "s0000"
     index = pl.read_parquet(part / "index.parquet")
@@ -75,10 +81,17 @@ def test_every_sample_is_indexed_and_corrupt_images_are_rejected_with_reasons(sy
     assert json.loads((part / "_COMPLETE.json").read_text())["calibration"] == status
 
 
+def test_progress_is_logged_at_info_like_the_other_stages(synthetic_run):
+    import logging
+
+    *_, progress = synthetic_run
+    assert progress == [(logging.INFO, "curated 4/6 samples"), (logging.INFO, "curated 6/6 samples")]
+
+
 def test_blocking_checks_pass_and_the_shard_is_valid_even_if_empty(synthetic_run):
     import webdataset as wds
 
-    root, _, result = synthetic_run
+    root, _, result, _ = synthetic_run
     checks = _checks(result)
     assert set(checks) == {spec.name for check in CURATION_CHECKS for spec in check.check_specs}
     for name in ("kept_samples_meet_oks", "median_kept_oks", "shard_ids_consistent", "index_contract"):
@@ -92,7 +105,7 @@ def test_blocking_checks_pass_and_the_shard_is_valid_even_if_empty(synthetic_run
 
 
 def test_catalog_query_from_the_readme(synthetic_run):
-    root, _, _ = synthetic_run
+    root, *_ = synthetic_run
     rows = query(root, "SELECT round, difficulty_bin, count(*) FILTER (WHERE kept) AS kept, count(*) AS n, "
                        "avg(oks) AS mean_oks FROM samples GROUP BY ALL ORDER BY ALL")
     assert sum(r[3] for r in rows) == 6 and {r[0] for r in rows} == {"r0"}

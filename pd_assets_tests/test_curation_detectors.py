@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import zipfile
 from types import SimpleNamespace
 
@@ -73,6 +74,27 @@ def test_mediapipe_detects_a_person_with_coco17_keypoints_and_a_mask(task_path, 
     iou = (found.person_mask & mask).sum() / (found.person_mask | mask).sum()
     assert iou > 0.5
     assert empty.masks.shape == (0, 256, 256) and not empty.person_mask.any()
+
+
+def test_mediapipe_native_notices_stay_out_of_the_log(task_path, person, capfd):
+    _, _, image = person
+    with MediapipeDetector(task_path, num_poses=3) as det:
+        det.detect([image])
+    err = capfd.readouterr().err
+    assert "Sparsity tensors" not in err and "INFO: [" not in err and "not aligned" not in err, err
+
+
+def test_native_lines_that_are_not_known_notices_still_show(capfd):
+    from pd_assets.curation.native_logs import quiet_native_notices
+
+    with quiet_native_notices():
+        os.write(2, b"WARNING: [model_load.cc:402] Sparsity tensors may not yet be fully supported.\n"
+                    b"INFO: [environment.cc:36] Creating LiteRT environment with options\n"
+                    b"W0000 00:00:1796411186.837487   20849 landmark_projection_calculator.cc:81] Using "
+                    b"NORM_RECT without IMAGE_DIMENSIONS is only supported for the square ROI. Provide\n"
+                    b"E0000 calculator_graph.cc:12] a real native error\n")
+    err = capfd.readouterr().err
+    assert err == "E0000 calculator_graph.cc:12] a real native error\n"
 
 
 def test_blazepose_to_coco_map_names_match_mediapipes_own_landmark_enum():

@@ -32,6 +32,7 @@ from pd_assets.generation.store import JOURNAL_DIR, REQUIRED_PROVENANCE_COLUMNS,
 from pd_assets.generation.tiny_models import build_tiny_model
 from pd_assets.generation.weights import content_hash
 from pd_assets.partitions import round_shard_partitions
+from pd_assets.previews import HEADER_PX
 from pd_assets_tests.fixtures_pose_pool import write_fake_pose_pool_partition
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
@@ -102,7 +103,13 @@ def test_render_backend_local_profile(tmp_path):
     assert [Image.open(p).size for p in images] == [(64, 64)] * 5  # follows the pose_pool size
     # The shared contact sheet (pd_assets.previews): 5 rows of image + 5 control maps, 128 px tiles.
     with Image.open(out_dir(tmp_path) / "preview.png") as sheet:
-        assert sheet.size == (6 * 130 + 2, 5 * 130 + 2)
+        assert sheet.size == (6 * 130 + 2, HEADER_PX + 5 * 130 + 2)  # a band names the columns
+        band = np.asarray(sheet.convert("L"))[:HEADER_PX]
+        assert all((band[:, 2 + j * 130: 130 + j * 130] > 128).any() for j in range(6))  # each titled
+    sizes = {e.check_name: e.metadata for e in result.get_asset_check_evaluations()}["raw_generations_sizes"]
+    assert sizes["expected_size"].value == "64x64" and sizes["size_from"].value == "the pose_pool size"
+    assert sizes["examples"].value == "none"
+    assert md["images_per_second"] == round(md["images_per_second"], 3)  # rounded for the UI
     prov = pl.read_parquet(out_dir(tmp_path) / "provenance.parquet")
     assert prov["torch_version"].to_list() == [""] * 5 and prov["variant"].to_list() == [""] * 5
 
@@ -277,7 +284,8 @@ def test_check_functions_catch_broken_partitions(tmp_path):
 
 def test_asset_and_check_wiring():
     spec = raw_generations.specs_by_key[dg.AssetKey("raw_generations")]
-    assert spec.group_name == "generation" and spec.kinds == {"pytorch", "diffusers"}
+    # kinds are static, so only those true of both backends (render is numpy/PIL, no PyTorch)
+    assert spec.group_name == "generation" and spec.kinds == {"python", "parquet"}
     assert {d.asset_key for d in spec.deps} == {dg.AssetKey("pose_pool")}
     assert raw_generations.partitions_def == round_shard_partitions
     assert raw_generations.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=4)

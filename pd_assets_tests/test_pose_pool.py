@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pd_assets.poses.checks import (
 from pd_assets.poses.labels import array_column
 from pd_assets.storage import COMPLETE_MARKER
 from pd_assets_tests.helpers import ci_resources
+from resources.body_model import BodyModelResource
 from resources.pose_sampling import PoseSamplingResource
 
 PARTITION = "r0|s0001"
@@ -126,7 +128,12 @@ def test_camera_check_compares_against_configured_ranges(pool_run):
     root, _ = pool_run
     labels = _labels(root)
     ci = PoseSamplingResource(samples_per_shard=8, width=128, height=128)
-    assert evaluate_camera_ranges(labels, ci).passed
+    ok = evaluate_camera_ranges(labels, ci)
+    assert ok.passed
+    # plain values in the UI: "lo .. hi unit", at most 3 significant decimals
+    lo, hi = (float(v) for v in ok.metadata["distance_range_m"].value.removesuffix(" m").split(" .. "))
+    assert (lo, hi) == tuple(ci.distance_range_m)
+    assert re.fullmatch(r"\d+(\.\d{1,3})? \.\. \d+(\.\d{1,3})? px", ok.metadata["focal_observed"].value)
     narrow = PoseSamplingResource(samples_per_shard=8, width=128, height=128, fov_range_deg=[49.9, 50.1])
     result = evaluate_camera_ranges(labels, narrow)
     assert not result.passed and "focal_px" in result.metadata["failures"].value
@@ -178,6 +185,20 @@ def test_unknown_control_is_a_clear_error(tmp_path):
     assert not result.success
     assert "thermal" in str(result.get_step_failure_events()[0].event_specific_data.error)
     assert not (tmp_path / "pose_pool" / "r0" / "s0001").exists()
+
+
+def test_missing_smplx_fails_at_resource_setup_naming_the_variable(tmp_path):
+    result = _materialize(tmp_path, body_model=BodyModelResource(kind="smplx"))
+    assert not result.success
+    kinds = [e.event_type_value for e in result.all_events]
+    assert "RESOURCE_INIT_FAILURE" in kinds and "STEP_START" not in kinds  # before the step's work
+    failure = next(e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE")
+    error = failure.event_specific_data.error
+    messages = [error.message] + [c.message for c in (error.cause, error.context) if c is not None]
+    assert any("PD_SMPLX_MODEL_PATH" in m and "at None" not in m for m in messages), messages
+    assert BodyModelResource(kind=" SMPLX ").kind == "smplx"
+    with pytest.raises(ValueError, match="PD_BODY_MODEL"):
+        BodyModelResource(kind="smpl")
 
 
 def test_killed_run_leaves_previous_partition_intact(tmp_path):

@@ -113,3 +113,60 @@ def test_seeds_depend_on_every_part_and_nothing_else():
     # parts are separated, so ("r0", "1") and ("r01",) are different streams
     assert derive_seed(1, "r0", "1") != derive_seed(1, "r01")
     assert rng_for(7, "r0", "s0000", 3, "pose").random() == rng_for(7, "r0", "s0000", 3, "pose").random()
+
+
+def _read_only_below(monkeypatch, root):
+    """Simulate a read-only mount at `root` (tests run as root, so chmod would not stop a write)."""
+    real_mkdir = storage.Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(root)) and not self.exists():
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(storage.Path, "mkdir", mkdir)
+
+
+def test_read_only_data_root_is_explained_by_the_lock(tmp_path, monkeypatch):
+    root = tmp_path / "data"
+    root.mkdir()
+    _read_only_below(monkeypatch, root)
+    with pytest.raises(storage.StorageError) as info:
+        with storage.partition_lock(root, "pose_pool", "r0", "s0000"):
+            pass
+    msg = str(info.value)
+    assert f"{root}/.locks" in msg and "read-only file system" in msg
+    assert "PD_DATA_ROOT" in msg  # the fix
+    assert isinstance(info.value.__cause__, OSError)
+
+
+@pytest.mark.parametrize("code, words", [(errno.EROFS, "read-only file system"),
+                                         (errno.EACCES, "permission denied"),
+                                         (errno.ENOSPC, "disk full")])
+def test_every_write_path_explains_the_same_errors(tmp_path, monkeypatch, code, words):
+    def fail(*args, **kwargs):
+        raise OSError(code, os.strerror(code), str(tmp_path / "x"))
+
+    monkeypatch.setattr(storage.Path, "mkdir", fail)
+    with pytest.raises(storage.StorageError, match=f"{words}.*PD_DATA_ROOT"):
+        storage.atomic_write_bytes(tmp_path / "a" / "labels.parquet", b"x")
+    with pytest.raises(storage.StorageError, match=f"{words}.*PD_DATA_ROOT"):
+        with storage.atomic_directory(tmp_path / "pose_pool" / "r0" / "s0000"):
+            pass
+    with pytest.raises(storage.StorageError, match=f"{words}.*PD_DATA_ROOT"):
+        with storage.partition_lock(tmp_path, "pose_pool", "r0", "s0000"):
+            pass
+
+
+def test_data_root_that_is_a_file_is_explained(tmp_path):
+    root = tmp_path / "data"
+    root.write_bytes(b"not a folder")  # PD_DATA_ROOT pointed at a file: a real OSError, no mock
+    with pytest.raises(storage.StorageError, match=f"{root}.*is a file, not a folder.*PD_DATA_ROOT"):
+        with storage.partition_lock(root, "filtered_shards", "r0", "s0000"):
+            pass
+
+
+def test_errors_inside_a_staged_partition_that_are_not_about_storage_pass_through(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        with storage.atomic_directory(tmp_path / "pose_pool" / "r0" / "s0000"):
+            open(tmp_path / "missing-input.npz", "rb")

@@ -148,7 +148,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("webserver")
     home = tmp / "dagster_home"
     home.mkdir()
-    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copy(REPO / "resources" / "dagster.yaml", home / "dagster.yaml")
     data_root = tmp / "data"
     data_root.mkdir()
     log = tmp / "webserver.log"

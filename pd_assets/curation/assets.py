@@ -11,6 +11,7 @@ from pd_assets.curation.inputs import InputError, check_generation_complete, rea
 from pd_assets.safe_io import read_label_rows
 from pd_assets.curation.pipeline import curate_partition, index_frame
 from pd_assets.curation.previews import kept_and_rejected_sheet, oks_histogram
+from pd_assets.metadata import tidy
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.previews import markdown_image, png_bytes
 from pd_assets.storage import (
@@ -144,7 +145,7 @@ def filtered_shards(
                 labels, provenance, pool_dir, gen_dir, detector, calibration, thresholds,
                 staging / shard_name(round_name, shard), batch_size=compute.batch_size,
                 include_pncc=config.include_pncc, jpeg_quality=config.jpeg_quality,
-                preview_samples=config.preview_samples, log=context.log.debug,
+                preview_samples=config.preview_samples, log=context.log.info,
                 calibration_status=calibration_status,
             )
             if not result.records:
@@ -168,7 +169,7 @@ def filtered_shards(
     kept_series = index.filter(pl.col("kept"))["oks"]
     median_kept = float(kept_series.median()) if result.num_kept else None
     rejects = reject_table(index)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=tidy({
         "num_samples": num,
         "num_kept": result.num_kept,
         "pass_rate": dg.MetadataValue.float(result.num_kept / num),
@@ -185,7 +186,7 @@ def filtered_shards(
         "shard_path": dg.MetadataValue.path(str(final_dir / shard_name(round_name, shard))),
         "index_path": dg.MetadataValue.path(str(final_dir / INDEX_NAME)),
         "catalog_path": dg.MetadataValue.path(str(catalog)),
-    })
+    }))
 
 
 CURATION_ASSETS = [filtered_shards]

@@ -17,6 +17,7 @@ from pd_assets.curation.assets import INDEX_NAME, THRESHOLDS_NAME, shard_name
 from pd_assets.curation.filters import STAGES
 from pd_assets.curation.shards import shard_keys
 from pd_assets.expectations import expectations_module, run_suite
+from pd_assets.metadata import id_list, tidy
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.safe_io import read_parquet_frame
 from resources.dataset_store import DatasetStoreResource
@@ -34,8 +35,7 @@ def _partition(context, store: DatasetStoreResource) -> tuple[Path, pl.DataFrame
 
 
 def _ids(values, limit: int = 10) -> str:
-    values = sorted(values)
-    return ", ".join(values[:limit]) + (f" (+{len(values) - limit} more)" if len(values) > limit else "")
+    return id_list(sorted(values), limit)
 
 
 def kept_oks_result(index: pl.DataFrame, oks_min: float) -> dg.AssetCheckResult:
@@ -44,9 +44,9 @@ def kept_oks_result(index: pl.DataFrame, oks_min: float) -> dg.AssetCheckResult:
     min_kept = kept["oks"].min() if kept.height else None
     return dg.AssetCheckResult(
         passed=bad.height == 0,
-        metadata={"num_kept": kept.height, "min_kept_oks": min_kept if min_kept is None else float(min_kept),
-                  "threshold": oks_min, "violations": bad.height,
-                  "violating_ids": _ids(bad["sample_id"].to_list())},
+        metadata=tidy({"num_kept": kept.height, "min_kept_oks": min_kept if min_kept is None else float(min_kept),
+                       "threshold": oks_min, "violations": bad.height,
+                       "violating_ids": _ids(bad["sample_id"].to_list())}),
     )
 
 
@@ -57,7 +57,8 @@ def median_kept_oks_result(index: pl.DataFrame, threshold: float) -> dg.AssetChe
             "num_kept": 0, "threshold": threshold, "note": "no kept samples: nothing to check"})
     median = float(kept["oks"].median())
     return dg.AssetCheckResult(passed=median >= threshold,
-                               metadata={"num_kept": kept.height, "median_kept_oks": median, "threshold": threshold})
+                               metadata=tidy({"num_kept": kept.height, "median_kept_oks": median,
+                                              "threshold": threshold}))
 
 
 def ids_result(index: pl.DataFrame, tar_keys: list[str], label_ids: list[str]) -> dg.AssetCheckResult:
@@ -83,7 +84,8 @@ def pass_rate_result(index: pl.DataFrame, band: tuple[float, float]) -> dg.Asset
     rate = index["kept"].mean() if index.height else 0.0
     return dg.AssetCheckResult(
         passed=band[0] <= rate <= band[1], severity=dg.AssetCheckSeverity.WARN,
-        metadata={"pass_rate": float(rate), "band_low": band[0], "band_high": band[1], "num_samples": index.height},
+        metadata=tidy({"pass_rate": float(rate), "band_low": band[0], "band_high": band[1],
+                       "num_samples": index.height}),
     )
 
 

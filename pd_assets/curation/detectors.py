@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pd_assets.curation.native_logs import quiet_native_notices
 from pd_assets.hub import hub_offline
 from pd_assets.storage import file_sha256
 
@@ -102,7 +103,8 @@ class MediapipeDetector:
             output_segmentation_masks=True,
         )
         try:
-            self._landmarker = vision.PoseLandmarker.create_from_options(options)
+            with quiet_native_notices():
+                self._landmarker = vision.PoseLandmarker.create_from_options(options)
         except Exception as exc:  # mediapipe raises RuntimeError/ValueError with its own text
             raise DetectorError(
                 f"mediapipe could not load {self.task_path} ({exc}): rebuild it with "
@@ -112,7 +114,8 @@ class MediapipeDetector:
 
     def detect(self, images: list[np.ndarray], boxes=None) -> list[Detection]:
         """Detect people in each image; `boxes` is ignored (the landmarker finds its own)."""
-        return [self._detect_one(_check_image(i, im)) for i, im in enumerate(images)]
+        with quiet_native_notices():
+            return [self._detect_one(_check_image(i, im)) for i, im in enumerate(images)]
 
     def _detect_one(self, image: np.ndarray) -> Detection:
         h, w = image.shape[:2]
@@ -144,7 +147,8 @@ class MediapipeDetector:
 
     def close(self) -> None:
         if getattr(self, "_landmarker", None) is not None:
-            self._landmarker.close()
+            with quiet_native_notices():
+                self._landmarker.close()
             self._landmarker = None
 
     def __enter__(self):

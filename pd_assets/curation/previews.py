@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pd_assets.previews import DETECTED_COLOR, LABEL_COLOR, contact_sheet, draw_keypoints
+from pd_assets.previews import DETECTED_COLOR, KEYPOINT_KEY, LABEL_COLOR, contact_sheet, draw_keypoints
 
 _KEPT, _REJECTED, _AXIS = (60, 160, 90), (200, 80, 70), (0, 0, 0)
 
@@ -78,4 +78,5 @@ def kept_and_rejected_sheet(kept_tiles: list[Image.Image], rejected_tiles: list[
     """Rows of kept samples, then rows of rejected samples."""
     rows = [kept_tiles[i:i + per_row] for i in range(0, len(kept_tiles), per_row)]
     rows += [rejected_tiles[i:i + per_row] for i in range(0, len(rejected_tiles), per_row)]
-    return contact_sheet(rows or [[Image.new("RGB", (tile, tile), (24, 24, 24))]], tile=tile)
+    caption = f"{KEYPOINT_KEY} (calibrated); {len(kept_tiles)} kept, then {len(rejected_tiles)} rejected"
+    return contact_sheet(rows or [[Image.new("RGB", (tile, tile), (24, 24, 24))]], tile=tile, caption=caption)

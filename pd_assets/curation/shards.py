@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from pd_assets.storage import StorageError
+from pd_assets.storage import explain_os_error, explained_os_errors
 
 FIXED_MTIME = 0
 _EXT_ORDER = ("jpg", "json", "pncc.png")
@@ -31,9 +31,10 @@ class ShardWriter:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
+        with explained_os_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._tar = tarfile.open(self._tmp, "w", format=tarfile.GNU_FORMAT)
         self.keys: list[str] = []
 
     def add(self, key: str, files: Mapping[str, bytes]) -> None:
@@ -58,7 +59,7 @@ class ShardWriter:
             os.replace(self._tmp, self.path)
         except OSError as exc:
             self.abort()
-            raise StorageError(f"could not write shard {self.path}: {exc}") from exc
+            raise explain_os_error(exc, self.path) from exc
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ from PIL import Image
 
 from pd_assets.generation.partition import PartitionReport, generate_partition
 from pd_assets.generation.store import PosePoolMissingError
+from pd_assets.metadata import tidy
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.previews import markdown_image
 from pd_assets.storage import partition_lock
@@ -43,7 +44,9 @@ def _failures_markdown(reports: list[PartitionReport], show: int = 10) -> str:
 @dg.asset(
     key="raw_generations",
     group_name="generation",
-    kinds={"pytorch", "diffusers"},
+    # kinds are fixed when the asset is defined, and the backend is the generator resource's
+    # choice (render: numpy/PIL; diffusers: PyTorch): only what holds for both is listed
+    kinds={"python", "parquet"},
     partitions_def=round_shard_partitions,
     deps=["pose_pool"],
     pool=GPU_POOL,
@@ -60,7 +63,9 @@ def raw_generations(
     LoRAs, true seed, scheduler, steps, guidance, prompt, size, device) and a contact
     sheet. Resumable: verified images of an earlier run are kept, the rest made. A sample
     whose control map is missing or unsafe gets no image and a provenance `error` (the
-    whole partition fails instead under `generator.strict`); timings are metadata only."""
+    whole partition fails instead under `generator.strict`); timings are metadata only.
+    The backend (render, or diffusers on PyTorch) is the `generator` resource's; the
+    `generator` metadata entry names the one that made each materialisation."""
     gen = generator.build(compute.torch_device(), compute.dtype, batch_size=compute.batch_size, log=context.log,
                           store_root=dataset_store.root_path())
     reports: list[PartitionReport] = []
@@ -88,7 +93,7 @@ def raw_generations(
     generated = sum(r.num_generated for r in reports)
     seconds = sum(r.generate_seconds for r in reports)
     first = reports[0]
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=tidy({
         "num_images": sum(r.num_images for r in reports),
         "num_generated": generated,
         "num_reused": sum(r.num_reused for r in reports),
@@ -105,7 +110,7 @@ def raw_generations(
         "path": dg.MetadataValue.path(str(first.out_dir)),
         "provenance": dg.MetadataValue.path(str(first.provenance_path)),
         "preview": dg.MetadataValue.md(_preview_markdown(first)),
-    })
+    }))
 
 
 GENERATION_ASSETS = [raw_generations]

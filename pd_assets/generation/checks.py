@@ -17,6 +17,7 @@ from pd_assets.generation.store import (
     read_pose_samples,
     recorded_failures,
 )
+from pd_assets.metadata import id_list, size_text
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.storage import file_sha256
 from resources.dataset_store import DatasetStoreResource
@@ -146,9 +147,9 @@ def raw_generations_one_image_per_sample(
     passed = not any(issues.values())
     return dg.AssetCheckResult(passed=passed, metadata={
         **totals, **{f"num_{k}": len(v) for k, v in issues.items()},
-        **{k: ", ".join(v[:_SHOW]) for k, v in issues.items() if v},
+        **{k: id_list(v, _SHOW) for k, v in issues.items()},
         # samples that got no image, with the reason raw_generations recorded (curation rejects them)
-        "num_failed": len(failed), **({"failed": "; ".join(failed[:_SHOW])} if failed else {}),
+        "num_failed": len(failed), "failed": id_list(failed, _SHOW, sep="; "),
     })
 
 
@@ -157,15 +158,17 @@ def raw_generations_one_image_per_sample(
 def raw_generations_sizes(
     context: dg.AssetCheckExecutionContext, dataset_store: DatasetStoreResource, generator: GeneratorResource
 ) -> dg.AssetCheckResult:
-    bad = []
+    bad, expected = [], set()
     for key, samples, out_dir in _partitions(context, dataset_store):
         if samples is None:
             bad.append(_missing(key))
             continue
         bad += [f"{key}:{b}" for b in wrong_sizes(samples, out_dir, generator)]
+        expected |= {size_text(*generator.image_size(s.label_width, s.label_height)) for s in samples}
+    source = "generator.width/height" if generator.width and generator.height else "the pose_pool size"
     return dg.AssetCheckResult(passed=not bad, metadata={
-        "num_wrong_size": len(bad), "configured": f"{generator.width or 'pose_pool'}x{generator.height or 'pose_pool'}",
-        **({"examples": ", ".join(bad[:_SHOW])} if bad else {}),
+        "num_wrong_size": len(bad), "expected_size": ", ".join(sorted(expected)) or "none",
+        "size_from": source, "examples": id_list(bad, _SHOW),
     })
 
 

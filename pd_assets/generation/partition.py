@@ -317,7 +317,7 @@ def preview_sheet(pose_dir: Path, out_dir: Path, samples: list[PoseSample], thum
 
     from pd_assets.generation.store import image_path
 
-    rows = []
+    rows, header = [], ["generated"]
     for s in samples:
         with Image.open(image_path(out_dir, s.sample_id)) as img:
             row = [_letterbox(img, thumb)]
@@ -328,8 +328,10 @@ def preview_sheet(pose_dir: Path, out_dir: Path, samples: list[PoseSample], thum
                 except ControlMapError:  # a control the generator did not need: the sheet shows the rest
                     continue
                 row.append(_letterbox(control_to_image(name, arr, arr.shape[1], arr.shape[0]), thumb))
+                if len(rows) == 0:
+                    header.append(name)
         rows.append(row)
-    return contact_sheet(rows, tile=thumb)
+    return contact_sheet(rows, tile=thumb, header=header)
 
 
 def write_preview(pose_dir: Path, out_dir: Path, samples: list[PoseSample]) -> Path:

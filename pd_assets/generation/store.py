@@ -41,7 +41,7 @@ from PIL import Image
 
 from pd_assets.generation.generator import GeneratedImage, GenerationRequest, GeneratorError
 from pd_assets.safe_io import InputError, read_label_rows, resolve_inside, store_path
-from pd_assets.storage import atomic_write_bytes, file_sha256, remove_stale_staging
+from pd_assets.storage import atomic_write_bytes, explained_os_errors, file_sha256, remove_stale_staging
 
 JOURNAL_DIR = "journal"
 _LOG = logging.getLogger(__name__)
@@ -197,7 +197,8 @@ def verified_record(out_dir: Path, sample_id: str, fingerprint: str,
 def open_journal(out_dir: Path) -> Path:
     """Mark the partition incomplete (journal/ exists) before any image is written or removed."""
     journal = Path(out_dir) / JOURNAL_DIR
-    journal.mkdir(parents=True, exist_ok=True)
+    with explained_os_errors(journal):
+        journal.mkdir(parents=True, exist_ok=True)
     return journal
 
 

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from pd_assets.disk_space import pose_pool_bytes, require_free_space
+from pd_assets.metadata import tidy
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.cameras import CameraConfig
 from pd_assets.poses.pool import PosePoolSettings, build_pose_pool
@@ -77,11 +78,11 @@ def pose_pool(
                 "body_model_hash": model.content_hash, "project_seed": compute.seed,
                 "controls": list(settings.controls),
             })
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=tidy({
         "num_samples": summary.num_samples,
-        "samples_per_second": dg.MetadataValue.float(round(summary.samples_per_second, 2)),
-        "seconds": dg.MetadataValue.float(round(summary.seconds, 2)),
-        "stage_seconds": {k: round(v, 3) for k, v in summary.stage_seconds.items()},
+        "samples_per_second": dg.MetadataValue.float(summary.samples_per_second),
+        "seconds": dg.MetadataValue.float(summary.seconds),
+        "stage_seconds": dict(summary.stage_seconds),
         "body_model": model.name,
         "pose_families": summary.families,
         "framings": summary.framings,
@@ -90,7 +91,7 @@ def pose_pool(
         "controls_dir": dg.MetadataValue.path(str(final_dir / "controls")),
         "preview_path": dg.MetadataValue.path(str(final_dir / "preview.png")),
         "preview": dg.MetadataValue.md(markdown_image(summary.preview, "pose_pool preview")),
-    })
+    }))
 
 
 POSES_ASSETS = [pose_pool]

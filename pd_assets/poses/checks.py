@@ -11,6 +11,7 @@ import polars as pl
 
 from pd_assets import thresholds
 from pd_assets.expectations import expectations_module, run_suite
+from pd_assets.metadata import span, tidy
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.labels import LIST_COLUMNS, array_column, read_labels
 from pd_assets.safe_io import SAMPLE_ID_PATTERN
@@ -63,8 +64,8 @@ def _suite_result(name: str, frame: pd.DataFrame, expectations: list, **metadata
     result = run_suite(name, frame, expectations)
     return dg.AssetCheckResult(
         passed=result.success,
-        metadata={"expectations": result.evaluated, "failures": "\n".join(result.failures) or "none",
-                  "num_samples": len(frame), **metadata},
+        metadata=tidy({"expectations": result.evaluated, "failures": "\n".join(result.failures) or "none",
+                       "num_samples": len(frame), **metadata}),
     )
 
 
@@ -106,9 +107,9 @@ def evaluate_camera_ranges(labels: pl.DataFrame, sampling: PoseSamplingResource)
     return _suite_result("pose_pool_camera_ranges", frame, [
         gxe.ExpectColumnValuesToBeBetween(column="focal_px", min_value=f_lo * (1 - slack), max_value=f_hi * (1 + slack)),
         gxe.ExpectColumnValuesToBeBetween(column="distance_m", min_value=d_lo - slack, max_value=d_hi + slack),
-    ], focal_range_px=[f_lo, f_hi], distance_range_m=[d_lo, d_hi],
-        focal_observed=[float(frame["focal_px"].min()), float(frame["focal_px"].max())],
-        distance_observed=[float(frame["distance_m"].min()), float(frame["distance_m"].max())])
+    ], focal_range_px=span(f_lo, f_hi, "px"), distance_range_m=span(d_lo, d_hi, "m"),
+        focal_observed=span(frame["focal_px"].min(), frame["focal_px"].max(), "px"),
+        distance_observed=span(frame["distance_m"].min(), frame["distance_m"].max(), "m"))
 
 
 def evaluate_controls(labels: pl.DataFrame, partition_dir: Path) -> dg.AssetCheckResult:

@@ -221,7 +221,9 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
         timings["write_wait"] += time.perf_counter() - t
     label_path = out_dir / "labels.parquet"
     write_labels(rows, label_path)
-    preview = contact_sheet(preview_rows)
+    preview = contact_sheet([[pic for _, pic in row] for row in preview_rows],
+                            header=[title for title, _ in preview_rows[0]] if preview_rows else None,
+                            caption="keypoints (green): the label's visible COCO-17 points")
     preview.save(out_dir / "preview.png")
     return PoolSummary(
         num_samples=len(rows), seconds=time.perf_counter() - t_start, stage_seconds=dict(timings),
@@ -236,9 +238,12 @@ def _encode_and_write(render: RenderOutput, skeleton, settings: PosePoolSettings
     _write_files([(control_dirs[c] / f"{sid}.png", data) for c, data in encoded.items()])
 
 
-def _preview_row(render: RenderOutput, skeleton, kp2d: np.ndarray, visible: np.ndarray) -> list[Image.Image]:
-    row = [draw_keypoints(to_rgb_image(render.pncc), kp2d, visible)]
-    for array in (render.depth, render.normals, render.parts * 17, skeleton, render.shaded):
+def _preview_row(render: RenderOutput, skeleton, kp2d: np.ndarray,
+                 visible: np.ndarray) -> list[tuple[str, Image.Image]]:
+    """(column title, picture) pairs: the PNCC map with the label keypoints, then the controls."""
+    row = [("pncc + keypoints", draw_keypoints(to_rgb_image(render.pncc), kp2d, visible))]
+    for name, array in (("depth", render.depth), ("normals", render.normals), ("parts", render.parts * 17),
+                        ("skeleton", skeleton), ("shaded", render.shaded)):
         if array is not None:
-            row.append(to_rgb_image(array))
+            row.append((name, to_rgb_image(array)))
     return row

@@ -65,10 +65,10 @@ def resolve_smplx_file(model_path: str | Path | None, gender: str = "neutral") -
     A ``.pkl`` model (file, or the only one in the folder) is refused: loading it needs pickle.
     """
     fname = f"SMPLX_{gender.upper()}"
-    hint = (f"set body_model.model_path to the folder holding {fname}.npz, "
-            "or use body_model.kind=anny")
+    hint = (f"set PD_SMPLX_MODEL_PATH (body_model.model_path) to the folder holding your licensed "
+            f"{fname}.npz, or use the free default PD_BODY_MODEL=anny (body_model.kind=anny)")
     if model_path is None or str(model_path).strip() == "":
-        raise BodyModelError(f"SMPL-X model file not found at {model_path}: {hint}")
+        raise BodyModelError(f"SMPL-X is selected but no model path is set: {hint}")
     p = Path(model_path).expanduser()
     if p.is_file():
         if p.suffix.lower() == ".pkl":
