@@ -12,6 +12,8 @@ from pd_assets.curation.assets import CURATION_ASSETS
 from pd_assets.curation.checks import CURATION_CHECKS
 from pd_assets.generation.assets import GENERATION_ASSETS
 from pd_assets.generation.checks import GENERATION_CHECKS
+from pd_assets.mining.assets import MINING_ASSETS
+from pd_assets.mining.checks import MINING_CHECKS
 from pd_assets.partitions import round_shard_partitions
 from pd_assets.poses.assets import POSES_ASSETS
 from pd_assets.poses.checks import POSES_CHECKS
@@ -26,8 +28,8 @@ generate_dataset_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *CURATION_ASSETS],
-    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *CURATION_CHECKS],
+    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *CURATION_ASSETS, *MINING_ASSETS],
+    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *CURATION_CHECKS, *MINING_CHECKS],
     jobs=[generate_dataset_job],
     resources=resources_for_profile(),
 )

@@ -58,3 +58,14 @@ PASS_RATE_BAND = (0.2, 0.98)
 # Difficulty bins by OKS (method.md stage 5): >= 0.8 low, 0.6-0.8 medium, 0.4-0.6 high,
 # < 0.4 very high.
 DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"), "very_high"))
+
+# ---- mining (stage 5: curriculum hard-sample mining) --------------------------------
+# Held-out Spearman rank correlation of predicted vs measured OKS below which the
+# difficulty predictor is no better than a weak guess (issue 9's acceptance bar: 0.3).
+# A warning: a weak predictor still selects, it just selects less well.
+MINING_SPEARMAN_MIN = 0.3
+# Near-duplicate poses: mean geodesic angle (degrees) over the pelvis orientation relative
+# to the camera and the 21 body joints below which two candidates count as the same pose.
+# Two independent draws of one procedural family differ by far more; frames of one AMASS
+# sequence a few frames apart fall below it.
+MINING_DUPLICATE_DISTANCE_DEG = 3.0
