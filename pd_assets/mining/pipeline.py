@@ -67,6 +67,7 @@ class MiningResult:
             "hardest_fraction": self.selection.hardest_fraction, "band_size": self.selection.band_size,
             "duplicates_skipped": self.selection.duplicates_skipped,
             "predictor_spearman": p.spearman, "predictor_mae": p.mae, "best_iteration": p.best_iteration,
+            "predictor_validation_spearman": p.validation_spearman,
             "split_sizes": p.split_sizes,
             "mean_predicted_oks_selected": float(pred_sel.mean()),
             "mean_predicted_oks_hard": float(hard.mean()) if len(hard) else None,
@@ -136,7 +137,7 @@ def write_mined_set(result: MiningResult, out_dir: Path, extra: dict | None = No
     image = importance_image(report["importance_by_group"],
                              f"mined_hard_set[{result.round_name}]: feature importance (gain share)")
     image.save(out_dir / layout.IMPORTANCE_NAME)
-    (out_dir / layout.REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
+    (out_dir / layout.REPORT_NAME).write_text(json.dumps(report, indent=2))  # importances stay ordered
     (out_dir / layout.REPORT_MD_NAME).write_text(report_markdown(report))
     atomic_write_json(out_dir / COMPLETE_MARKER, {
         "selected_sha256": report["selected_sha256"], "num_selected": report["num_selected"],

@@ -57,6 +57,7 @@ class TrainedPredictor:
     best_iteration: int
     split_sizes: dict[str, int]
     importance_gain: dict[str, float] = field(default_factory=dict)
+    validation_spearman: float | None = None  # on the early-stopping split: what tuning may look at
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted OKS, clipped to [0, 1] (the range of OKS)."""
@@ -106,6 +107,7 @@ def train_predictor(X: np.ndarray, y: np.ndarray, feature_names: list[str], sett
     model = TrainedPredictor(booster=booster, feature_names=list(feature_names), spearman=None, mae=0.0,
                              best_iteration=best, split_sizes={"train": len(split.train), "validation": len(split.val),
                                                                "test": len(split.test)})
+    model.validation_spearman = spearman(model.predict(X[split.val]), y[split.val])
     pred = model.predict(X[split.test])
     model.spearman = spearman(pred, y[split.test])
     model.mae = float(np.mean(np.abs(pred - y[split.test])))
