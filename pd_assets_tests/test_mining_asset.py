@@ -184,3 +184,18 @@ def test_missing_shards_name_what_to_materialise(mined, tmp_path):
     assert load_round(root, "r0", SHARDS).frame.height == len(SHARDS) * 8
     result = _mine(tmp_path)
     assert not result.success and "filtered_shards" in _error(result)
+
+
+def test_registered_per_round_on_every_shard_of_its_round():
+    from pd_assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    node = graph.get(dg.AssetKey("mined_hard_set"))
+    assert node.partitions_def.get_partition_keys()[0] == "r0"
+    assert dg.AssetKey("filtered_shards") in node.parent_keys
+    assert dg.AssetKey("mined_hard_set") not in graph.get(dg.AssetKey("pose_pool")).parent_keys  # no cycle
+    upstream = graph.get_parent_partition_keys_for_child("r1", dg.AssetKey("filtered_shards"),
+                                                        dg.AssetKey("mined_hard_set"))
+    assert sorted(upstream.partitions_subset.get_partition_keys()) == [f"r1|{s}" for s in SHARDS]
+    checks = {c.name for c in graph.asset_check_keys if c.asset_key == dg.AssetKey("mined_hard_set")}
+    assert checks == {"predictor_spearman_above_floor", "selection_harder_than_pool", "selected_set_is_whole"}
