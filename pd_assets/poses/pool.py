@@ -102,7 +102,7 @@ def sample_id(round_name: str, shard: str, index: int) -> str:
 
 
 def draw_bodies(settings: PosePoolSettings, model: BodyModel, seed: int, round_name: str,
-                 shard: str, indices: range, records: list[PoseRecord] | None):
+                shard: str, indices: range, records: list[PoseRecord] | None):
     """Pose, shape and provenance of each sample; all draws depend only on its own seeds."""
     poses, orients, shapes, sources, families, rejections = [], [], [], [], [], 0
     for i in indices:
