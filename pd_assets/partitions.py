@@ -48,12 +48,15 @@ round_shard_partitions = dg.MultiPartitionsDefinition(
 
 
 def split_key(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext | str) -> tuple[str, str]:
-    """(round, shard) of a round x shard partition key or of the running context."""
-    if isinstance(context, str):
-        key = dg.MultiPartitionKey(dict(zip(("round", "shard"), context.split("|"))))
-    else:
-        key = context.partition_key
-    if not isinstance(key, dg.MultiPartitionKey):
-        raise ValueError(f"expected a round|shard partition key, got {key!r}")
-    dims = key.keys_by_dimension
-    return dims["round"], dims["shard"]
+    """(round, shard) of a round x shard partition key or of the running context.
+
+    The key may be a `MultiPartitionKey` or its plain string form `r0|s0000`: a run
+    launched with `--tags '{"dagster/partition": "r0|s0000"}'` hands the asset a str."""
+    key = context if isinstance(context, str) else context.partition_key
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        return dims["round"], dims["shard"]
+    parts = key.split("|") if isinstance(key, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"expected a round|shard partition key such as 'r0|s0000', got {key!r}")
+    return parts[0], parts[1]

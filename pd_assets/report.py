@@ -12,11 +12,12 @@ from pathlib import Path
 
 import polars as pl
 
+from pd_assets.safe_io import read_parquet_frame
 from resources.profiles import data_root
 
 
 def _pose_pool(part: Path) -> list[str]:
-    labels = pl.read_parquet(part / "labels.parquet")
+    labels = read_parquet_frame(part / "labels.parquet", "pose_pool labels", "re-materialise pose_pool")
     controls = sorted(p.name for p in (part / "controls").iterdir())
     visible = sum(sum(v) for v in labels["keypoints_visible"].to_list())
     return [
@@ -34,9 +35,11 @@ def _raw_generations(part: Path) -> list[str]:
     provenance = pl.read_parquet(part / "provenance.parquet")
     images = list((part / "images").glob("*.png"))
     backend = provenance["backend"][0] if "backend" in provenance.columns else "?"
+    failed = provenance["error"].drop_nulls().len() if "error" in provenance.columns else 0
+    no_image = f", {failed} samples without an image (provenance column `error` says why)" if failed else ""
     return [
         f"raw_generations  {part}",
-        f"  {len(images)} images, backend {backend}; provenance: {part / 'provenance.parquet'}",
+        f"  {len(images)} images, backend {backend}{no_image}; provenance: {part / 'provenance.parquet'}",
     ]
 
 

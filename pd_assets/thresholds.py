@@ -59,6 +59,12 @@ PASS_RATE_BAND = (0.2, 0.98)
 # < 0.4 very high.
 DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"), "very_high"))
 
+# ---- storage ----------------------------------------------------------------------------
+# Free space a partition write needs, as a multiple of its estimated size
+# (`pd_assets.disk_space`): the estimate uses the largest PNG sizes measured, and the
+# margin covers temp files, previews and the parquet tables.
+DISK_SPACE_MARGIN = 1.25
+
 # ---- mining (stage 5: curriculum hard-sample mining) --------------------------------
 # Held-out Spearman rank correlation of predicted vs measured OKS below which the
 # difficulty predictor is no better than a weak guess (issue 9's acceptance bar: 0.3).

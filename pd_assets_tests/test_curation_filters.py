@@ -202,3 +202,30 @@ def test_an_unreadable_label_mask_rejects_instead_of_skipping_the_silhouette_tes
                                         (0.5, "high"), (0.39, "very_high"), (None, None), (math.nan, None)])
 def test_difficulty_bins_follow_the_method(value, name):
     assert difficulty_bin(value) == name
+
+
+def test_a_label_with_nan_keypoints_is_rejected_not_kept(sample):
+    """Issue 11 item 3: all-NaN label keypoints gave `oks = NaN`, which no comparison
+    rejects: the sample was kept with oks = null. A non-finite score is a reject."""
+    view, mask, img = sample
+    row, _ = synthetic_label("r0-s0000-000000", size=256)
+    row["keypoints2d"] = [float("nan")] * 34
+    nan_view = LabelView.from_row(row)
+    rec = score_sample(nan_view, img, _det(view.keypoints2d, mask), mask)
+    assert not rec["kept"]
+    assert rec["reject_stage"] == "pose_alignment" and "non_finite" in rec["failed_checks"]
+    assert rec["reject_reason"].startswith("oks is nan (not a finite number)")
+    assert rec["oks"] is None  # stored as null, and the reason says why
+
+
+@pytest.mark.parametrize("score, stage", [("sharpness", "image_quality"), ("presence", "image_quality")])
+def test_any_non_finite_gating_score_rejects_at_its_stage(sample, monkeypatch, score, stage):
+    from pd_assets.curation import scores
+
+    view, mask, img = sample
+    presence = float("nan") if score == "presence" else 0.99
+    if score == "sharpness":
+        monkeypatch.setattr(scores, "sharpness", lambda grey: float("inf"))
+    rec = score_sample(view, img, _det(view.keypoints2d, mask, presence=presence), mask)
+    assert not rec["kept"] and rec["reject_stage"] == stage
+    assert rec["failed_checks"] == ["non_finite"] and rec["reject_reason"].startswith(f"{score} is ")

@@ -117,7 +117,8 @@ def test_ci_profile_generates_with_the_tiny_diffusers_model(tmp_path, tiny):
     assert all(checks_passed(result).values())
     prov = pl.read_parquet(out_dir(tmp_path) / "provenance.parquet")
     assert prov.height == 6 and set(REQUIRED_PROVENANCE_COLUMNS) <= set(prov.columns)
-    assert prov.select(pl.all().null_count()).sum_horizontal().item() == 0
+    assert prov.drop("error").select(pl.all().null_count()).sum_horizontal().item() == 0
+    assert prov["error"].null_count() == 6  # every image was made
     row = prov.row(0, named=True)
     samples = read_pose_samples(tmp_path / "pose_pool" / "r0" / "s0000")
     from pd_assets.seeding import derive_seed
@@ -126,7 +127,8 @@ def test_ci_profile_generates_with_the_tiny_diffusers_model(tmp_path, tiny):
     assert row["prompt"] == samples[0].prompt and row["backend"] == "diffusers"
     assert (row["width"], row["height"], row["steps"]) == (64, 64, 2)
     assert row["control_types"] == ["pncc"] and len(row["control_hashes"]) == 1
-    assert row["device"] == "cpu" and row["dtype"] == "float32" and row["seconds"] > 0
+    assert row["device"] == "cpu" and row["dtype"] == "float32"
+    assert "seconds" not in prov.columns  # timings are metadata, not provenance (byte-reproducible)
     assert (row["label_width"], row["label_height"]) == (64, 64)
     import diffusers
     import torch

@@ -144,6 +144,8 @@ def test_label_checks_catch_nan_duplicates_small_boxes_and_outside_keypoints(poo
     assert not evaluate_finite_and_unique(nan_pose).passed
     dup = labels.with_columns(pl.Series("sample_id", [labels["sample_id"][0]] * len(labels)))
     assert not evaluate_finite_and_unique(dup).passed
+    escaping = labels.with_columns(pl.Series("sample_id", ["../../outside/x"] + labels["sample_id"].to_list()[1:]))
+    assert not evaluate_finite_and_unique(escaping).passed  # issue 11: ids name files downstream
     assert evaluate_bbox_area(labels).passed
     tiny = labels.with_columns(pl.Series("bbox_xyxy", [[0.0, 0.0, 10.0, 10.0]] * len(labels)))
     assert not evaluate_bbox_area(tiny).passed  # 100 px^2 < 32x32

@@ -109,6 +109,11 @@ class GeneratorResource(dg.ConfigurableResource):
         default=None,
         description="hub token for gated models: set only as dg.EnvVar('HF_TOKEN')",
     )
+    strict: bool = Field(
+        default=False,
+        description="fail the whole partition when a sample's control map is missing, unreadable or "
+                    "outside its partition (default: record that sample as failed in provenance, make the rest)",
+    )
     render_backgrounds: list[str] = Field(
         default_factory=lambda: ["solid", "gradient", "noise"],
         description="render backend: background kinds drawn per sample",

@@ -8,6 +8,7 @@ from pd_assets import thresholds as T
 from pd_assets.curation.catalog import refresh_catalog
 from pd_assets.curation.filters import STAGES, FilterThresholds
 from pd_assets.curation.inputs import InputError, check_generation_complete, read_parquet_rows
+from pd_assets.safe_io import read_label_rows
 from pd_assets.curation.pipeline import curate_partition, index_frame
 from pd_assets.curation.previews import kept_and_rejected_sheet, oks_histogram
 from pd_assets.partitions import round_shard_partitions, split_key
@@ -111,8 +112,11 @@ def filtered_shards(
     pool_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
     gen_dir = dataset_store.partition_dir("raw_generations", round_name, shard)
     final_dir = dataset_store.partition_dir("filtered_shards", round_name, shard)
-    labels = read_parquet_rows(pool_dir / "labels.parquet", "pose_pool labels",
-                               f"materialise pose_pool for partition {context.partition_key}")
+    labels = read_label_rows(pool_dir, f"materialise pose_pool for partition {context.partition_key}")
+    if config.include_pncc and labels and not any("control_pncc" in r for r in labels):
+        raise InputError(f"pose_pool labels at {pool_dir} have no control_pncc column, but every kept sample "
+                         "ships {id}.pncc.png: add pncc to pose_sampling.controls and re-materialise pose_pool, "
+                         "or set filtered_shards config include_pncc: false")
     check_generation_complete(gen_dir, context.partition_key)
     provenance = {str(r["sample_id"]): r for r in read_parquet_rows(
         gen_dir / "provenance.parquet", "raw_generations provenance",

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from pd_assets.curation.calibration import Calibration, fit_calibration
-from pd_assets.curation.inputs import LabelView, load_image, read_parquet_rows
+from pd_assets.curation.inputs import InputError, LabelView, label_file, load_image
+from pd_assets.safe_io import read_label_rows
 
 
 def render_images(root: Path, round_name: str, shard: str):
@@ -27,13 +28,15 @@ def render_images(root: Path, round_name: str, shard: str):
 
     pool = root / "pose_pool" / round_name / shard
     gen = root / "raw_generations" / round_name / shard
-    rows = read_parquet_rows(pool / "labels.parquet", "pose_pool labels",
-                             f"materialise pose_pool for {round_name}|{shard} on the render backend")
+    rows = read_label_rows(pool, f"materialise pose_pool for {round_name}|{shard} on the render backend")
     for row in rows:
         view = LabelView.from_row(row)
         image, _ = load_image(gen / "images" / f"{view.sample_id}.png", (view.width, view.height))
-        if image is None and row.get("control_shaded"):
-            with Image.open(pool / row["control_shaded"]) as im:
+        shaded, unsafe = label_file(pool, row, "control_shaded")
+        if unsafe:
+            raise InputError(unsafe)
+        if image is None and shaded is not None:
+            with Image.open(shaded) as im:
                 rgba = np.asarray(im.convert("RGBA")).astype(np.float32)
             alpha = rgba[..., 3:4] / 255.0
             image = (rgba[..., :3] * alpha + 128.0 * (1 - alpha)).round().astype(np.uint8)
@@ -105,13 +108,14 @@ def calibrate(detector, root: Path, partitions: list[str], source: str = "") -> 
 
 
 def _body_models(root: Path, partitions: list[str]) -> set[str]:
-    import polars as pl
+    from pd_assets.safe_io import read_parquet_frame
 
     models: set[str] = set()
     for key in partitions:
         round_name, shard = key.split("|")
         labels = root / "pose_pool" / round_name / shard / "labels.parquet"
-        models |= set(pl.read_parquet(labels, columns=["body_model"])["body_model"].to_list())
+        models |= set(read_parquet_frame(labels, "pose_pool labels", f"materialise pose_pool for {key}",
+                                         columns=["body_model"])["body_model"].to_list())
     return models
 
 

@@ -18,6 +18,7 @@ from pd_assets.curation.filters import STAGES
 from pd_assets.curation.shards import shard_keys
 from pd_assets.expectations import expectations_module, run_suite
 from pd_assets.partitions import round_shard_partitions, split_key
+from pd_assets.safe_io import read_parquet_frame
 from resources.dataset_store import DatasetStoreResource
 
 ASSET = "filtered_shards"
@@ -133,7 +134,8 @@ def shard_ids_consistent(context: dg.AssetCheckExecutionContext,
     part, index, _ = _partition(context, dataset_store)
     round_name, shard = split_key(context)
     labels = dataset_store.partition_dir("pose_pool", round_name, shard) / "labels.parquet"
-    label_ids = pl.read_parquet(labels, columns=["sample_id"])["sample_id"].to_list()
+    label_ids = read_parquet_frame(labels, "pose_pool labels", "re-materialise pose_pool for this partition",
+                                   columns=["sample_id"])["sample_id"].to_list()
     return ids_result(index, shard_keys(part / shard_name(round_name, shard)), label_ids)
 
 

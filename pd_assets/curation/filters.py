@@ -8,16 +8,21 @@ Stages, in order (method.md stage 6, plus our image-quality stage):
 4. `image_quality`  sharpness, exposure clipping, detector presence within bounds
 
 Stage `readable` comes first: the sample's inputs are broken. Its checks are
-`provenance` (no provenance row, or the image's sha256 is not the recorded one: it may
-be another run's image), `unreadable` (a corrupt or missing image) and `label_mask` (a
-missing or corrupt label mask, which would otherwise skip the silhouette test).
+`generation` (raw_generations recorded that it made no image, e.g. a missing control
+map), `provenance` (no provenance row, or the image's sha256 is not the recorded one: it
+may be another run's image), `unreadable` (a corrupt or missing image), `label_mask` (a
+missing or corrupt label mask, which would otherwise skip the silhouette test, or a mask
+path that leaves the partition) and `label_control` (the pncc map the shard ships is
+missing, unreadable, or its path leaves the partition).
 
 Every score is computed for every sample whatever fails first, so the index can be
 re-thresholded later without re-running the detector; `reject_stage` / `reject_reason`
 name the first failure and `failed_checks` lists all of them. Not-measurable scores are
 None (null in parquet): IoU without a detector mask (ViTPose) or label mask, head pose
 with fewer than 3 usable face keypoints; a None score never rejects (a missing label
-mask rejects at `readable` instead).
+mask rejects at `readable` instead). A score that was computed but is not finite (NaN or
+inf, e.g. from NaN label keypoints) rejects at its stage with check `non_finite`: no
+comparison with a threshold can reject a NaN, so it must never reach one silently.
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ from pd_assets.curation.detectors import Detection
 from pd_assets.curation.inputs import LabelView, jsonable
 
 STAGES = ("readable", "crowding", "pose_alignment", "head_pose", "image_quality")
+# the scores that gate a stage: a non-finite value rejects there (check `non_finite`)
+GATING_SCORES = {"oks": "pose_alignment", "mask_iou": "pose_alignment", "head_yaw_err_deg": "head_pose",
+                 "head_pitch_err_deg": "head_pose", "head_roll_err_deg": "head_pose",
+                 "sharpness": "image_quality", "clipped_dark": "image_quality",
+                 "clipped_bright": "image_quality", "presence": "image_quality"}
 
 
 @dataclass(frozen=True)
@@ -80,22 +90,30 @@ def _nan_record(sample_id: str) -> dict:
 def score_sample(label: LabelView, image: np.ndarray | None, detection: Detection | None,
                  label_mask: np.ndarray | None = None, calibration: Calibration | None = None,
                  thresholds: FilterThresholds | None = None, image_error: str | None = None,
-                 provenance_error: str | None = None, label_mask_error: str | None = None) -> dict:
+                 provenance_error: str | None = None, label_mask_error: str | None = None,
+                 generation_error: str | None = None, control_error: str | None = None) -> dict:
     """One index row: every score, `kept`, `reject_stage`, `reject_reason`, `failed_checks`.
 
-    `provenance_error` / `label_mask_error`: why the image is not the recorded one / why
-    the label mask could not be read (`inputs.provenance_error`, `inputs.load_mask`);
-    either rejects the sample at stage `readable`, after it has been scored."""
+    `provenance_error` / `label_mask_error` / `generation_error` / `control_error`: why the
+    image is not the recorded one / why the label mask could not be read / why
+    raw_generations made no image / why a control map the shard ships (pncc) could not be
+    read (`inputs.provenance_error`, `inputs.load_mask`, `inputs.generation_error`,
+    `inputs.read_label_control`); each rejects the sample at stage `readable`, after it
+    has been scored."""
     th = thresholds or FilterThresholds()
     rec = _nan_record(label.sample_id)
     rec["num_visible_keypoints"] = int(label.visible.sum())
     failures: list[tuple[str, str, str]] = []
+    if generation_error:
+        failures.append(("readable", "generation", generation_error))
     if provenance_error:
         failures.append(("readable", "provenance", provenance_error))
     if image is None or detection is None:
         failures.append(("readable", "unreadable", image_error or "unreadable image: no image"))
     if label_mask_error:
         failures.append(("readable", "label_mask", label_mask_error))
+    if control_error:
+        failures.append(("readable", "label_control", control_error))
     if image is None or detection is None:
         return _finish(rec, failures)
 
@@ -138,6 +156,11 @@ def score_sample(label: LabelView, image: np.ndarray | None, detection: Detectio
     if rec["presence"] is not None and rec["presence"] < th.presence_min:
         failures.append(("image_quality", "presence",
                          f"detector presence {rec['presence']:.2f} < {th.presence_min}"))
+    for name, stage in GATING_SCORES.items():
+        value = rec[name]
+        if value is not None and not math.isfinite(value):
+            failures.append((stage, "non_finite", f"{name} is {value} (not a finite number): the label or the "
+                                                  "image holds NaN/inf values; re-materialise the partition"))
     return _finish(rec, failures)
 
 
@@ -155,7 +178,7 @@ def _score_person(rec: dict, label: LabelView, det: Detection, label_mask, calib
                det_confidence=conf)
     errors = scores.joint_errors(kp, label.keypoints2d, label.visible)
     rec["joint_errors_px"] = errors
-    if label.visible.any():
+    if np.isfinite(errors).any():
         rec["mean_joint_error_px"] = float(np.nanmean(errors))
         rec["max_joint_error_px"] = float(np.nanmax(errors))
     rec["pck"] = scores.pck(kp, label.keypoints2d, label.visible, th.pck_alpha * math.sqrt(max(label.area, 0.0)),

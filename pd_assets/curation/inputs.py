@@ -6,7 +6,8 @@ back as `(None, "unreadable image: <why>")`, a bad label mask as
 are not the ones raw_generations recorded as a reason from `provenance_error`, so one
 bad sample is a rejected row, never a crashed run (or a silently skipped check). A
 partition-level problem (a missing parquet, an unfinished raw_generations run) raises
-`InputError`.
+`InputError`. Paths named by a label row resolve inside its pose_pool partition
+(`label_file`, through `pd_assets.safe_io.resolve_inside`) or the sample is rejected.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pd_assets.safe_io import InputError, UnsafePathError, read_parquet_rows, resolve_inside  # noqa: F401
+
 LABEL_ARRAY_COLUMNS = {
     "keypoints2d": (17, 2), "keypoints3d_cam": (17, 3), "K": (3, 3), "R": (3, 3), "t": (3,),
     "bbox_xyxy": (4,), "joints3d_cam": (22, 3), "global_orient": (3,), "body_pose": (21, 3),
     "transl": (3,),
 }
-
-
-class InputError(RuntimeError):
-    """An upstream partition is missing or malformed; names the path and the fix."""
 
 
 @dataclass
@@ -65,17 +64,6 @@ class LabelView:
             ) from exc
 
 
-def read_parquet_rows(path: Path, what: str, fix: str) -> list[dict]:
-    import polars as pl
-
-    if not path.is_file():
-        raise InputError(f"{what} not found at {path}: {fix}")
-    try:
-        return pl.read_parquet(path).to_dicts()
-    except Exception as exc:  # polars raises its own ComputeError/IO errors
-        raise InputError(f"{what} at {path} is not readable parquet ({exc}): {fix}") from exc
-
-
 GENERATION_JOURNAL = "journal"  # raw_generations/{round}/{shard}/journal/ exists only while a run is unfinished
 
 
@@ -89,6 +77,41 @@ def check_generation_complete(gen_dir: Path, partition_key: str) -> None:
             f"raw_generations for {partition_key} is incomplete (a run was interrupted or is in "
             f"progress): re-materialise raw_generations for this partition (found {journal})"
         )
+
+
+def generation_error(record: dict | None) -> str | None:
+    """Why raw_generations made no image for this sample (its provenance row's `error`), or None."""
+    error = (record or {}).get("error")
+    return f"raw_generations made no image: {error}" if error else None
+
+
+def label_file(pool_dir: Path, row: dict, column: str) -> tuple[Path | None, str | None]:
+    """The file a label row names in `column`, resolved inside its partition: (path, None),
+    (None, None) when the row names none, or (None, why) when the path leaves the partition."""
+    rel = row.get(column)
+    if not rel:
+        return None, None
+    try:
+        return resolve_inside(pool_dir, rel, what=f"label {column}"), None
+    except UnsafePathError as exc:
+        return None, str(exc)
+
+
+def read_label_control(pool_dir: Path, row: dict, column: str) -> tuple[bytes | None, str | None]:
+    """The bytes of the control map a label row names in `column`, or (None, why): the row
+    names none, its path leaves the partition, or the file is missing or unreadable."""
+    fix = "re-materialise pose_pool"
+    path, unsafe = label_file(pool_dir, row, column)
+    if unsafe:
+        return None, unsafe
+    if path is None:
+        return None, f"the label row names no {column}; {fix}"
+    try:
+        return path.read_bytes(), None
+    except FileNotFoundError:
+        return None, f"{column} file missing at {row.get(column)}; {fix}"
+    except OSError as exc:
+        return None, f"{column} unreadable ({type(exc).__name__}: {exc}); {fix}"
 
 
 def provenance_error(record: dict | None, image_sha256: str | None) -> str | None:

@@ -22,9 +22,13 @@ import numpy as np
 
 from pd_assets.curation.calibration import Calibration
 from pd_assets.curation.filters import FilterThresholds, score_sample
-from pd_assets.curation.inputs import LabelView, dumps, encode_jpeg, load_mask, provenance_error, read_image_file
+from pd_assets.curation.inputs import (
+    LabelView, dumps, encode_jpeg, generation_error, label_file, load_mask, provenance_error, read_image_file,
+    read_label_control,
+)
 from pd_assets.curation.previews import sample_tile
 from pd_assets.curation.shards import ShardWriter
+from pd_assets.safe_io import store_path
 from pd_assets.skeleton import COCO17_KEYPOINTS, SMPL_JOINTS
 
 # label columns copied into every index row (for catalog queries without a join)
@@ -113,6 +117,16 @@ def label_json(row: dict, provenance: dict | None, record: dict, detector: dict,
     }
 
 
+def portable_detector_info(info: dict) -> dict:
+    """The detector's provenance as shipped in each sample's JSON: a local model file is
+    named by its file name (its sha256 identifies it), so the shard's bytes do not depend
+    on where the model cache sits on the machine that made it."""
+    model = info.get("model")
+    if isinstance(model, str) and Path(model).is_absolute():
+        return {**info, "model": Path(model).name}
+    return dict(info)
+
+
 def curate_partition(
     labels: list[dict], provenance: dict[str, dict], pool_dir: Path, gen_dir: Path, detector,
     calibration: Calibration | None, thresholds: FilterThresholds, shard_path: Path,
@@ -124,7 +138,7 @@ def curate_partition(
     what the index and label JSON say about the calibration (default: its source, or
     "none"); say why when there is none (`KeypointDetectorResource.resolve_calibration`)."""
     rows = sorted(labels, key=lambda r: str(r["sample_id"]))
-    det_info = detector.provenance()
+    det_info = portable_detector_info(detector.provenance())
     cal_name = calibration_status or (calibration.source if calibration is not None else "none")
     timings: Counter[str] = Counter()
     records, kept_tiles, rejected_tiles = [], [], []
@@ -132,29 +146,30 @@ def curate_partition(
     batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
     # decoding the next batch (PIL releases the GIL) overlaps with detecting this one
     with ShardWriter(shard_path) as writer, ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_load_batch, batches[0], pool_dir, gen_dir) if batches else None
+        pending = pool.submit(_load_batch, batches[0], pool_dir, gen_dir, include_pncc) if batches else None
         for b, batch in enumerate(batches):
             t0 = time.perf_counter()
-            views, loaded, masks = pending.result()
+            views, loaded, masks, pnccs = pending.result()
             if b + 1 < len(batches):
-                pending = pool.submit(_load_batch, batches[b + 1], pool_dir, gen_dir)
+                pending = pool.submit(_load_batch, batches[b + 1], pool_dir, gen_dir, include_pncc)
             t1 = time.perf_counter()
             detections, errors = _detect(detector, [img for img, _, _ in loaded], views)
             detector_failures += sum(e is not None for e in errors)
             t2 = time.perf_counter()
-            for row, view, (img, err, sha), (mask, mask_err), det, det_err in zip(
-                    batch, views, loaded, masks, detections, errors):
+            for row, view, (img, err, sha), (mask, mask_err), (pncc, pncc_err), det, det_err in zip(
+                    batch, views, loaded, masks, pnccs, detections, errors):
+                record = provenance.get(view.sample_id)
                 rec = score_sample(view, img, det, mask, calibration, thresholds, image_error=err or det_err,
-                                   provenance_error=provenance_error(provenance.get(view.sample_id), sha),
-                                   label_mask_error=mask_err)
+                                   provenance_error=provenance_error(record, sha), label_mask_error=mask_err,
+                                   generation_error=generation_error(record),
+                                   control_error=pncc_err if include_pncc else None)
                 rec.update({k: row.get(k) for k in INDEX_LABEL_COLUMNS}, calibration=cal_name)
                 records.append(rec)
                 if rec["kept"]:
                     files = {"jpg": encode_jpeg(img, jpeg_quality),
-                             "json": dumps(label_json(row, provenance.get(view.sample_id), rec, det_info, cal_name))}
-                    pncc = pool_dir / row["control_pncc"] if include_pncc and row.get("control_pncc") else None
-                    if pncc is not None and pncc.is_file():
-                        files["pncc.png"] = pncc.read_bytes()
+                             "json": dumps(label_json(row, record, rec, det_info, cal_name))}
+                    if include_pncc:
+                        files["pncc.png"] = pncc
                     writer.add(view.sample_id, files)
                 tiles = kept_tiles if rec["kept"] else rejected_tiles
                 if len(tiles) < preview_samples:
@@ -172,12 +187,18 @@ def curate_partition(
     return CurationResult(records, writer.keys, kept_tiles, rejected_tiles, dict(timings))
 
 
-def _load_batch(batch: list[dict], pool_dir: Path, gen_dir: Path):
+def _load_batch(batch: list[dict], pool_dir: Path, gen_dir: Path, include_pncc: bool = True):
+    """Label views, images, label masks and pncc bytes of a batch; every path a label names
+    resolves inside `pool_dir` or the sample carries the reason it does not."""
     views = [LabelView.from_row(r) for r in batch]
-    loaded = [read_image_file(gen_dir / "images" / f"{v.sample_id}.png", (v.width, v.height)) for v in views]
-    masks = [load_mask(pool_dir / r["control_mask"] if r.get("control_mask") else None, (v.width, v.height))
-             for r, v in zip(batch, views)]
-    return views, loaded, masks
+    loaded = [read_image_file(store_path(gen_dir, "images", f"{v.sample_id}.png", what="image path"),
+                              (v.width, v.height)) for v in views]
+    masks = []
+    for r, v in zip(batch, views):
+        path, unsafe = label_file(pool_dir, r, "control_mask")
+        masks.append((None, f"unreadable label mask: {unsafe}") if unsafe else load_mask(path, (v.width, v.height)))
+    pnccs = [read_label_control(pool_dir, r, "control_pncc") if include_pncc else (None, None) for r in batch]
+    return views, loaded, masks, pnccs
 
 
 def _detect(detector, images: list, views: list[LabelView]):

@@ -30,6 +30,16 @@ def _preview_markdown(report: PartitionReport, width: int = 480) -> str:
     return f"{markdown_image(sheet, 'raw_generations preview', max_side=width)}\n\n`{report.preview_path}`"
 
 
+def _failures_markdown(reports: list[PartitionReport], show: int = 10) -> str:
+    failures = [(sid, err) for r in reports for sid, err in r.failures.items()]
+    if not failures:
+        return "none"
+    lines = [f"- `{sid}`: {err}" for sid, err in failures[:show]]
+    if len(failures) > show:
+        lines.append(f"- ... and {len(failures) - show} more (provenance.parquet, column `error`)")
+    return "\n".join(lines)
+
+
 @dg.asset(
     key="raw_generations",
     group_name="generation",
@@ -47,8 +57,10 @@ def raw_generations(
     dataset_store: DatasetStoreResource,
 ) -> dg.MaterializeResult:
     """One generated image per pose_pool sample, with provenance (model and weight hashes,
-    LoRAs, true seed, scheduler, steps, guidance, prompt, size, device, seconds) and a
-    contact sheet. Resumable: verified images of an earlier run are kept, the rest made."""
+    LoRAs, true seed, scheduler, steps, guidance, prompt, size, device) and a contact
+    sheet. Resumable: verified images of an earlier run are kept, the rest made. A sample
+    whose control map is missing or unsafe gets no image and a provenance `error` (the
+    whole partition fails instead under `generator.strict`); timings are metadata only."""
     gen = generator.build(compute.torch_device(), compute.dtype, batch_size=compute.batch_size, log=context.log)
     reports: list[PartitionReport] = []
     for key in context.partition_keys:
@@ -60,7 +72,7 @@ def raw_generations(
                 report = generate_partition(
                     gen, pose_dir, dataset_store.partition_dir("raw_generations", round_name, shard),
                     round_name=round_name, shard=shard, project_seed=compute.seed,
-                    image_size=generator.image_size, log=context.log,
+                    image_size=generator.image_size, log=context.log, strict=generator.strict,
                 )
         except PosePoolMissingError as exc:
             raise dg.Failure(
@@ -68,8 +80,9 @@ def raw_generations(
                              f"partition {key} first, then raw_generations"),
                 allow_retries=False,
             ) from exc
-        context.log.info(f"{key}: {report.num_images} images ({report.num_generated} generated, "
-                         f"{report.num_reused} reused) at {report.images_per_second:.2f} images/s")
+        context.log.info(f"{key}: {report.num_images} samples ({report.num_generated} generated, "
+                         f"{report.num_reused} reused, {report.num_failed} failed) at "
+                         f"{report.images_per_second:.2f} images/s")
         reports.append(report)
     generated = sum(r.num_generated for r in reports)
     seconds = sum(r.generate_seconds for r in reports)
@@ -78,6 +91,9 @@ def raw_generations(
         "num_images": sum(r.num_images for r in reports),
         "num_generated": generated,
         "num_reused": sum(r.num_reused for r in reports),
+        # samples with no image (a missing or unsafe control map): provenance `error` says why
+        "num_failed": sum(r.num_failed for r in reports),
+        "failed": dg.MetadataValue.md(_failures_markdown(reports)),
         "images_per_second": float(generated / seconds) if seconds > 0 else 0.0,
         "generate_seconds": float(seconds),
         "generator": generator.describe(),

@@ -9,11 +9,13 @@ import polars as pl
 from PIL import Image
 
 from pd_assets.generation.store import (
+    FAILED_REQUIRED_COLUMNS,
     JOURNAL_DIR,
     REQUIRED_PROVENANCE_COLUMNS,
     PosePoolMissingError,
     PoseSample,
     read_pose_samples,
+    recorded_failures,
 )
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.storage import file_sha256
@@ -42,10 +44,13 @@ def _missing(key: str) -> str:
 
 
 def one_image_per_sample(samples: list[PoseSample], out_dir: Path) -> dict:
-    """Missing, extra, undecodable images and leftover temp files of one partition."""
+    """Missing, extra, undecodable images and leftover temp files of one partition. A sample
+    whose provenance row records why it got no image (`error`) is `failed`, not missing:
+    curation rejects it with that reason."""
     images = Path(out_dir) / "images"
     present = {p.stem: p for p in images.glob("*.png")} if images.is_dir() else {}
-    wanted = {s.sample_id for s in samples}
+    failed = recorded_failures(out_dir)
+    wanted = {s.sample_id for s in samples} - failed.keys()
     undecodable = []
     for sid in sorted(wanted & present.keys()):
         try:
@@ -55,15 +60,19 @@ def one_image_per_sample(samples: list[PoseSample], out_dir: Path) -> dict:
             undecodable.append(sid)
     temp = [p.name for p in images.iterdir() if p.name.startswith(".")] if images.is_dir() else []
     return {
-        "num_samples": len(wanted), "num_images": len(present),
+        "num_samples": len(samples), "num_images": len(present),
         "missing": sorted(wanted - present.keys()), "extra": sorted(present.keys() - wanted),
         "undecodable": undecodable, "temp_files": temp,
+        "failed": [f"{sid} ({err})" for sid, err in sorted(failed.items())],
     }
 
 
 def wrong_sizes(samples: list[PoseSample], out_dir: Path, generator: GeneratorResource) -> list[str]:
     bad = []
+    failed = recorded_failures(out_dir)
     for s in samples:
+        if s.sample_id in failed:
+            continue
         path = Path(out_dir) / "images" / f"{s.sample_id}.png"
         if not path.is_file():
             bad.append(f"{s.sample_id}: missing")
@@ -92,18 +101,27 @@ def provenance_problems(samples: list[PoseSample], out_dir: Path) -> list[str]:
     absent = [c for c in REQUIRED_PROVENANCE_COLUMNS if c not in df.columns]
     if absent:
         problems.append(f"columns missing: {absent}")
+    made = df.filter(pl.col("error").is_null()) if "error" in df.columns else df
+    failed = df.filter(pl.col("error").is_not_null()) if "error" in df.columns else df.clear()
     for col in (c for c in REQUIRED_PROVENANCE_COLUMNS if c in df.columns):
-        nulls = df[col].null_count()
+        nulls = made[col].null_count()
         if nulls:
             problems.append(f"{col}: {nulls} null(s)")
+    for col in (c for c in FAILED_REQUIRED_COLUMNS if c in df.columns):
+        nulls = failed[col].null_count()
+        if nulls:
+            problems.append(f"{col}: {nulls} null(s) in rows of failed samples")
     ids = df["sample_id"].to_list() if "sample_id" in df.columns else []
     if sorted(ids) != sorted(s.sample_id for s in samples):
         problems.append(f"{len(ids)} rows for {len(samples)} samples (or other sample ids)")
     if "image_sha256" in df.columns and not absent:
-        for sid, digest in zip(ids, df["image_sha256"].to_list(), strict=True):
+        for sid, digest in zip(made["sample_id"].to_list(), made["image_sha256"].to_list(), strict=True):
             img = Path(out_dir) / "images" / f"{sid}.png"
             if img.is_file() and file_sha256(img) != digest:
                 problems.append(f"{sid}: image bytes differ from the recorded sha256")
+        for sid in failed["sample_id"].to_list():
+            if (Path(out_dir) / "images" / f"{sid}.png").exists():
+                problems.append(f"{sid}: recorded as failed but an image exists")
     return problems
 
 
@@ -114,6 +132,7 @@ def raw_generations_one_image_per_sample(
 ) -> dg.AssetCheckResult:
     totals = {"num_samples": 0, "num_images": 0}
     issues: dict[str, list] = {"missing": [], "extra": [], "undecodable": [], "temp_files": []}
+    failed: list[str] = []
     for key, samples, out_dir in _partitions(context, dataset_store):
         if samples is None:
             issues["missing"].append(_missing(key))
@@ -123,10 +142,13 @@ def raw_generations_one_image_per_sample(
             totals[k] += found[k]
         for k in issues:
             issues[k] += [f"{key}:{v}" for v in found[k]]
+        failed += [f"{key}:{v}" for v in found["failed"]]
     passed = not any(issues.values())
     return dg.AssetCheckResult(passed=passed, metadata={
         **totals, **{f"num_{k}": len(v) for k, v in issues.items()},
         **{k: ", ".join(v[:_SHOW]) for k, v in issues.items() if v},
+        # samples that got no image, with the reason raw_generations recorded (curation rejects them)
+        "num_failed": len(failed), **({"failed": "; ".join(failed[:_SHOW])} if failed else {}),
     })
 
 

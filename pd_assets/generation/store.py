@@ -12,6 +12,14 @@ raw_generations/{round}/{shard}/
     journal/*.json              the records of each written batch (after its images); folded
                                 into provenance.parquet at the end. An image without a
                                 matching record is not trusted and is made again.
+
+A sample whose control map is missing, unreadable or named by a path that leaves its
+pose_pool partition gets no image: its provenance row carries the reason in `error`
+(null for every made image), and curation rejects it with that reason. Label paths
+resolve through `pd_assets.safe_io.resolve_inside`, output paths are built with
+`pd_assets.safe_io.store_path`, so neither can leave the store. Timings are not
+provenance: they differ between two runs, so they go to the asset's metadata only and
+provenance.parquet is byte-identical for the same partition on any machine or data root.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import polars as pl
 from PIL import Image
 
 from pd_assets.generation.generator import GeneratedImage, GenerationRequest, GeneratorError
+from pd_assets.safe_io import InputError, read_label_rows, resolve_inside, store_path
 from pd_assets.storage import atomic_write_bytes, file_sha256, remove_stale_staging
 
 JOURNAL_DIR = "journal"
@@ -53,15 +62,24 @@ PROVENANCE_SCHEMA: dict[str, Any] = {
     "device": pl.String, "dtype": pl.String, "variant": pl.String,
     # the libraries that made the image ("" for the render backend, which uses neither)
     "torch_version": pl.String, "diffusers_version": pl.String,
-    "seconds": pl.Float64, "batch_size": pl.Int64,
+    "batch_size": pl.Int64,
     "fingerprint": pl.String, "extra_json": pl.String,
+    # why no image was made for this sample (a missing or unsafe control map); null otherwise
+    "error": pl.String,
 }
-# Columns that must never be null (the provenance check); lists may be empty (no LoRA).
-REQUIRED_PROVENANCE_COLUMNS = tuple(PROVENANCE_SCHEMA)
+# Columns that must never be null on a row with an image (the provenance check); lists
+# may be empty (no LoRA). A row with an `error` needs only FAILED_REQUIRED_COLUMNS.
+REQUIRED_PROVENANCE_COLUMNS = tuple(c for c in PROVENANCE_SCHEMA if c != "error")
+FAILED_REQUIRED_COLUMNS = ("sample_id", "error", "backend", "model_hash", "seed", "prompt", "width", "height")
 
 
 class PosePoolMissingError(FileNotFoundError):
     """The pose_pool partition a generation needs is not there."""
+
+
+class ControlMapError(GeneratorError):
+    """One sample's control map is missing, unreadable, or named by a path outside its
+    partition: that sample fails (recorded in provenance), the others are made."""
 
 
 @dataclass(frozen=True)
@@ -76,20 +94,17 @@ class PoseSample:
 
 
 def read_pose_samples(pose_dir: Path) -> list[PoseSample]:
+    """The samples of a pose_pool partition in index order; `PosePoolMissingError` when it is
+    not there, `InputError` (path + fix) when labels.parquet is unreadable, lacks a column
+    or holds a sample_id that is not of the documented form."""
     labels = Path(pose_dir) / "labels.parquet"
     if not labels.is_file():
         raise PosePoolMissingError(f"no pose_pool labels at {labels}")
-    df = pl.read_parquet(labels)
-    missing = [c for c in LABEL_COLUMNS if c not in df.columns]
-    if missing:
-        raise GeneratorError(
-            f"{labels} lacks column(s) {missing} (pd_assets/CONTRACTS.md): re-materialise pose_pool "
-            "for this partition with the current code"
-        )
-    control_cols = [c for c in df.columns if c.startswith("control_")]
+    rows = read_label_rows(pose_dir, "re-materialise pose_pool for this partition with the current code",
+                           required=LABEL_COLUMNS)
     out = []
-    for row in df.sort("index").iter_rows(named=True):
-        controls = {c[len("control_"):]: row[c] for c in control_cols if row[c]}
+    for row in sorted(rows, key=lambda r: int(r["index"])):
+        controls = {k[len("control_"):]: v for k, v in row.items() if k.startswith("control_") and v}
         out.append(PoseSample(
             sample_id=row["sample_id"], index=int(row["index"]), prompt=row["prompt"] or "",
             negative=row["negative_prompt"] or "", label_width=int(row["width"]),
@@ -98,21 +113,29 @@ def read_pose_samples(pose_dir: Path) -> list[PoseSample]:
     return out
 
 
-def read_control(pose_dir: Path, sample: PoseSample, name: str) -> np.ndarray:
+def control_path(pose_dir: Path, sample: PoseSample, name: str) -> Path:
+    """The file of one sample's control map, inside its pose_pool partition, or ControlMapError."""
     rel = sample.controls.get(name)
     if rel is None:
-        raise GeneratorError(
-            f"sample {sample.sample_id} has no `control_{name}` column in {Path(pose_dir) / 'labels.parquet'}: "
+        raise ControlMapError(
+            f"sample {sample.sample_id} names no `control_{name}` in {Path(pose_dir) / 'labels.parquet'}: "
             f"the generator needs the {name!r} control map; enable it in pose_pool and re-materialise"
         )
-    path = Path(pose_dir) / rel
+    try:
+        return resolve_inside(pose_dir, rel, what=f"sample {sample.sample_id}'s control_{name}")
+    except InputError as exc:
+        raise ControlMapError(str(exc)) from exc
+
+
+def read_control(pose_dir: Path, sample: PoseSample, name: str) -> np.ndarray:
+    path = control_path(pose_dir, sample, name)
     try:
         with Image.open(path) as img:
             img.load()
             return np.array(img)
     except (OSError, SyntaxError) as exc:
-        raise GeneratorError(f"control map {path} is missing or unreadable ({exc}): re-materialise "
-                             "pose_pool for this partition") from exc
+        raise ControlMapError(f"control map {path} is missing or unreadable ({exc}): re-materialise "
+                              "pose_pool for this partition") from exc
 
 
 def build_request(pose_dir: Path, sample: PoseSample, *, seed: int, size: tuple[int, int],
@@ -125,7 +148,7 @@ def build_request(pose_dir: Path, sample: PoseSample, *, seed: int, size: tuple[
 
 
 def image_path(out_dir: Path, sample_id: str) -> Path:
-    return Path(out_dir) / "images" / f"{sample_id}.png"
+    return store_path(out_dir, "images", f"{sample_id}.png", what="raw_generations image path")
 
 
 def encode_png(image: Image.Image) -> bytes:
@@ -186,7 +209,7 @@ def write_batch(out_dir: Path, items: list[tuple[GeneratedImage, str, dict[str, 
         data = encode_png(generated.image)
         atomic_write_bytes(image_path(out_dir, generated.sample_id), data)
         records[generated.sample_id] = {
-            **generated.provenance,
+            **{k: v for k, v in generated.provenance.items() if k != "seconds"},  # timings are not provenance
             **extra,
             "sample_id": generated.sample_id,
             "image_path": f"images/{generated.sample_id}.png",
@@ -195,7 +218,7 @@ def write_batch(out_dir: Path, items: list[tuple[GeneratedImage, str, dict[str, 
         }
     if records:
         name = f"{next(iter(records))}-{uuid.uuid4().hex[:8]}.json"
-        atomic_write_bytes(Path(out_dir) / JOURNAL_DIR / name,
+        atomic_write_bytes(store_path(out_dir, JOURNAL_DIR, name, what="journal file"),
                            json.dumps({"records": list(records.values())}, default=str).encode())
     return records
 
@@ -228,6 +251,16 @@ def clean_partition(out_dir: Path, keep_ids: set[str]) -> list[Path]:
         removed.append(f)
     removed += remove_stale_staging(out_dir)
     return removed
+
+
+def recorded_failures(out_dir: Path) -> dict[str, str]:
+    """{sample_id: error} of the samples the last finished run made no image for."""
+    prov = Path(out_dir) / "provenance.parquet"
+    try:
+        df = pl.read_parquet(prov, columns=["sample_id", "error"])
+    except Exception:  # noqa: BLE001 - missing, unreadable or an older file: no recorded failures
+        return {}
+    return {sid: err for sid, err in df.iter_rows() if err}
 
 
 def provenance_frame(records: list[dict[str, Any]]) -> pl.DataFrame:

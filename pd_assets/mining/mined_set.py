@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from pd_assets.poses.cameras import Camera
+from pd_assets.safe_io import InputError, read_parquet_frame
 from pd_assets.seeding import rng_for
 from pd_assets.storage import COMPLETE_MARKER, file_sha256
 
@@ -44,7 +45,7 @@ SELECTED_COLUMNS = ("candidate_id", "body_model", "body_model_hash", "pose_sourc
                     "framing", "azimuth_deg", "elevation_deg", "roll_deg", "predicted_oks", "role")
 
 
-class MinedSetError(FileNotFoundError):
+class MinedSetError(InputError):
     """The mined set a round draws from is missing, incomplete or inconsistent."""
 
 
@@ -148,7 +149,8 @@ def load_mined_set(root: Path, round_name: str, for_round: str) -> MinedSet:
         raise MinedSetError(
             f"{selected} has sha256 {actual[:16]}..., not the {str(recorded)[:16]}... its mining run "
             f"recorded: re-materialise mined_hard_set for partition {round_name}")
-    frame = pl.read_parquet(selected)
+    frame = read_parquet_frame(selected, f"mined_hard_set[{round_name}] selection",
+                               f"re-materialise mined_hard_set for partition {round_name}")
     absent = [c for c in SELECTED_COLUMNS if c not in frame.columns]
     if absent or frame.height == 0:
         raise MinedSetError(f"{selected} lacks columns {absent} or rows: re-materialise mined_hard_set "

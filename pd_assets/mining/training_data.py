@@ -16,11 +16,12 @@ from pathlib import Path
 import polars as pl
 
 from pd_assets.mining.features import FEATURE_COLUMNS
+from pd_assets.safe_io import InputError, check_sample_id, read_parquet_frame
 
 INDEX_COLUMNS = ("sample_id", "oks", "person_count", "kept", "difficulty_bin")
 
 
-class MiningInputError(FileNotFoundError):
+class MiningInputError(InputError):
     """An input of mined_hard_set is missing or unreadable; the message says what to materialise."""
 
 
@@ -39,13 +40,6 @@ def oks_target() -> pl.Expr:
             .otherwise(pl.lit(None, dtype=pl.Float64)).alias("oks_target"))
 
 
-def _read(path: Path, what: str, fix: str, columns: list[str] | None = None) -> pl.DataFrame:
-    try:
-        return pl.read_parquet(path, columns=columns)
-    except Exception as exc:  # polars raises several types for damaged files
-        raise MiningInputError(f"{what} at {path} is unreadable ({type(exc).__name__}: {exc}): {fix}") from exc
-
-
 def load_round(root: Path, round_name: str, shards: list[str]) -> RoundTable:
     """Every scored sample of `round_name` over `shards`, with its labels and `oks_target`."""
     root = Path(root)
@@ -59,17 +53,17 @@ def load_round(root: Path, round_name: str, shards: list[str]) -> RoundTable:
     parts = []
     for shard in shards:
         fix = f"re-materialise pose_pool, raw_generations and filtered_shards for {round_name}|{shard}"
-        index = _read(root / "filtered_shards" / round_name / shard / "index.parquet",
-                      "filtered_shards index", fix)
+        index = read_parquet_frame(root / "filtered_shards" / round_name / shard / "index.parquet",
+                                   "filtered_shards index", fix)
         labels_path = root / "pose_pool" / round_name / shard / "labels.parquet"
-        if not labels_path.is_file():
-            raise MiningInputError(f"pose_pool labels not found at {labels_path}: {fix}")
-        labels = _read(labels_path, "pose_pool labels", fix)
+        labels = read_parquet_frame(labels_path, "pose_pool labels", fix)
         absent = [c for c in FEATURE_COLUMNS if c not in labels.columns]
         if absent:
             raise MiningInputError(f"pose_pool labels at {labels_path} lack columns {absent}: {fix}")
         keep = ["sample_id", *FEATURE_COLUMNS,
                 *[c for c in ("round", "shard", "index", "pose_source") if c in labels.columns]]
+        for i, sid in enumerate(labels["sample_id"].to_list()):
+            check_sample_id(sid, f"{labels_path} row {i}")
         joined = index.select(list(INDEX_COLUMNS)).join(labels.select(keep), on="sample_id", how="inner")
         if joined.height < index.height:
             raise MiningInputError(

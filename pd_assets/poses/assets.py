@@ -5,6 +5,7 @@ from dataclasses import replace
 
 import dagster as dg
 
+from pd_assets.disk_space import pose_pool_bytes, require_free_space
 from pd_assets.mining.mined_set import load_mined_set, previous_round
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.cameras import CameraConfig
@@ -67,8 +68,12 @@ def pose_pool(
     source = previous_round(round_name) if pose_sampling.draw_from_mined else None
     mined = load_mined_set(dataset_store.root_path(), source, round_name) if source else None
     settings = replace(settings, mined=mined)
-    model = body_model.load(device=compute.torch_device())
     final_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
+    # before anything is loaded or rendered: the partition is staged whole beside the old one
+    require_free_space(final_dir, pose_pool_bytes(settings.samples_per_shard, settings.camera.width,
+                                                  settings.camera.height, settings.controls),
+                       what=f"pose_pool {round_name}|{shard} ({settings.samples_per_shard} samples)")
+    model = body_model.load(device=compute.torch_device())
     with partition_lock(dataset_store.root_path(), "pose_pool", round_name, shard):
         for leftover in clean_partition_leftovers(final_dir):
             context.log.warning(f"removed leftover of an interrupted run: {leftover}")

@@ -13,6 +13,7 @@ from pd_assets import thresholds
 from pd_assets.expectations import expectations_module, run_suite
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.labels import LIST_COLUMNS, array_column, read_labels
+from pd_assets.safe_io import SAMPLE_ID_PATTERN
 from resources.dataset_store import DatasetStoreResource
 from resources.pose_sampling import PoseSamplingResource
 
@@ -74,6 +75,8 @@ def evaluate_finite_and_unique(labels: pl.DataFrame) -> dg.AssetCheckResult:
     return _suite_result("pose_pool_finite_unique", check_frame(labels), [
         gxe.ExpectColumnValuesToNotBeNull(column="sample_id"),
         gxe.ExpectColumnValuesToBeUnique(column="sample_id"),
+        # ids name files and tar members downstream: only the documented form (no path parts)
+        gxe.ExpectColumnValuesToMatchRegex(column="sample_id", regex=f"^{SAMPLE_ID_PATTERN.pattern}$"),
         gxe.ExpectColumnValuesToBeInSet(column="all_finite", value_set=[True]),
     ])
 
@@ -129,7 +132,7 @@ def evaluate_controls(labels: pl.DataFrame, partition_dir: Path) -> dg.AssetChec
 _CHECK = dict(asset="pose_pool", blocking=True, partitions_def=round_shard_partitions)
 
 
-@dg.asset_check(**_CHECK, description="No NaN/inf in any label; sample ids present and unique.")
+@dg.asset_check(**_CHECK, description="No NaN/inf in any label; sample ids present, unique, of the form r0-s0000-000000.")
 def labels_finite_and_unique(context: dg.AssetCheckExecutionContext,
                              dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
     return evaluate_finite_and_unique(_labels_for(context, dataset_store)[0])

@@ -49,16 +49,10 @@ def write_labels(rows: list[dict], path: Path) -> pl.DataFrame:
 
 
 def read_labels(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(
-            f"pose-pool labels not found at {path}: materialise pose_pool for this partition first"
-        )
-    try:
-        return pl.read_parquet(path)
-    except Exception as exc:  # polars raises several types for damaged files
-        raise ValueError(
-            f"pose-pool labels at {path} are unreadable ({exc}): re-materialise pose_pool for this partition"
-        ) from exc
+    """The label table; `InputError` (path + fix) when it is missing or unreadable."""
+    from pd_assets.safe_io import read_parquet_frame
+
+    return read_parquet_frame(Path(path), "pose_pool labels", "re-materialise pose_pool for this partition")
 
 
 def array_column(frame: pl.DataFrame, column: str, shape: tuple[int, ...]) -> np.ndarray:
