@@ -17,6 +17,8 @@ from pd_assets.curation.checks import CURATION_CHECKS  # noqa: E402
 from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS  # noqa: E402
 from pd_assets.generation.assets import GENERATION_ASSETS  # noqa: E402
 from pd_assets.generation.checks import GENERATION_CHECKS  # noqa: E402
+from pd_assets.mining.assets import MINING_ASSETS  # noqa: E402
+from pd_assets.mining.checks import MINING_CHECKS  # noqa: E402
 from pd_assets.partitions import round_shard_partitions  # noqa: E402
 from pd_assets.poses.assets import POSES_ASSETS  # noqa: E402
 from pd_assets.poses.checks import POSES_CHECKS  # noqa: E402
@@ -31,8 +33,8 @@ generate_dataset_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *CURATION_ASSETS],
-    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *CURATION_CHECKS],
+    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *CURATION_ASSETS, *MINING_ASSETS],
+    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *CURATION_CHECKS, *MINING_CHECKS],
     jobs=[generate_dataset_job],
     resources=resources_for_profile(),
 )

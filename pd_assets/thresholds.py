@@ -84,3 +84,15 @@ DPO_MIN_WINNER_OKS = 0.5
 # aligned_checkpoint's blocking check: held-out mean OKS may not fall below the base's by
 # more than this (noise across 128 conditions at 4 candidates is about 0.01-0.02).
 DPO_MAX_OKS_DROP = 0.02
+
+# ---- mining (stage 5: curriculum hard-sample mining) --------------------------------
+# Held-out Spearman rank correlation of predicted vs measured OKS below which the
+# difficulty predictor is no better than a weak guess (issue 9's acceptance bar: 0.3).
+# A warning: a weak predictor still selects, it just selects less well.
+MINING_SPEARMAN_MIN = 0.3
+# Near-duplicate poses: mean geodesic angle (degrees) over the pelvis orientation relative
+# to the camera and the 21 body joints below which two candidates count as the same pose.
+# Measured: among 1000 procedural draws (same camera) the closest pair was 4.1 degrees
+# apart and the median nearest neighbour 8.3, so 3 degrees removes repeats (e.g. nearby
+# frames of one motion-capture sequence), not distinct poses.
+MINING_DUPLICATE_DISTANCE_DEG = 3.0

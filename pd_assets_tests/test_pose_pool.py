@@ -113,7 +113,9 @@ def test_rematerializing_gives_identical_labels_and_no_leftovers(pool_run, tmp_p
 
 def test_other_partition_draws_differently(pool_run, tmp_path):
     root, _ = pool_run
-    result = dg.materialize([pose_pool], partition_key="r1|s0001", resources=ci_resources(tmp_path))
+    random_r1 = PoseSamplingResource(samples_per_shard=8, width=128, height=128, draw_from_mined=False)
+    result = dg.materialize([pose_pool], partition_key="r1|s0001",
+                            resources=ci_resources(tmp_path, pose_sampling=random_r1))
     assert result.success
     a = pl.read_parquet(root / "pose_pool" / "r0" / "s0001" / "labels.parquet")
     b = pl.read_parquet(tmp_path / "pose_pool" / "r1" / "s0001" / "labels.parquet")

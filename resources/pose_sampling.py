@@ -31,6 +31,9 @@ class PoseSamplingResource(dg.ConfigurableResource):
     frames_per_sequence: int = Field(default=15, ge=1, description="AMASS frames sampled per sequence")
     prompt_bank_path: str | None = Field(default=None, description="YAML/JSON prompt bank; None = packaged")
     controls: list[str] = Field(default=list(ALL_CONTROLS), description=f"subset of {ALL_CONTROLS}")
+    draw_from_mined: bool = Field(
+        default=True, description="rounds r1+ draw poses, shapes and cameras from mined_hard_set[r-1] "
+                                  "(false: every round samples from pose_source at random)")
 
     def validated_controls(self) -> tuple[str, ...]:
         unknown = sorted(set(self.controls) - set(ALL_CONTROLS))

@@ -10,6 +10,7 @@ import os
 from resources.body_model import BodyModelResource
 from resources.compute import ComputeResource
 from resources.dataset_store import DatasetStoreResource
+from resources.mining import MiningResource
 from resources.paths import REPO_ROOT, anny_cache_dir
 from resources.pose_sampling import PoseSamplingResource
 
@@ -62,4 +63,8 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
         "generator": GeneratorResource.for_profile(profile),
         "keypoint_detector": KeypointDetectorResource.for_profile("local" if profile == "local-diffusion" else profile),
         "control_adapter": ControlAdapterResource.for_profile(profile),
+        # ci: a small candidate pool and leaves that still split a few dozen samples
+        "mining": {"local": MiningResource(), "local-diffusion": MiningResource(),
+                   "ci": MiningResource(pool_multiple=4.0, min_data_in_leaf=5),
+                   "gpu": MiningResource()}[profile],
     }

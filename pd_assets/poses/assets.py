@@ -1,10 +1,13 @@
 """Dagster wiring of stage 1: the `pose_pool` asset."""
 
 
+from dataclasses import replace
+
 import dagster as dg
 
 from pd_assets.disk_space import pose_pool_bytes, require_free_space
 from pd_assets.metadata import tidy
+from pd_assets.mining.mined_set import load_mined_set, previous_round
 from pd_assets.partitions import round_shard_partitions, split_key
 from pd_assets.poses.cameras import CameraConfig
 from pd_assets.poses.pool import PosePoolSettings, build_pose_pool
@@ -56,9 +59,16 @@ def pose_pool(
     person mask and prompt per sample (labels.parquet), plus PNCC, depth, normals,
     part-segmentation, skeleton, shaded and mask images. Re-materialising a partition
     gives the same labels (every draw is seeded by project seed, round, shard, index).
+
+    Rounds r1+ draw bodies and cameras from `mined_hard_set[r-1]` in the dataset store
+    (unless `pose_sampling.draw_from_mined` is false) and record that set's round and
+    sha256 in every label; the run fails, naming what to materialise, when it is missing.
     """
     round_name, shard = split_key(context)
     settings = settings_from(pose_sampling)
+    source = previous_round(round_name) if pose_sampling.draw_from_mined else None
+    mined = load_mined_set(dataset_store.root_path(), source, round_name) if source else None
+    settings = replace(settings, mined=mined)
     final_dir = dataset_store.partition_dir("pose_pool", round_name, shard)
     # before anything is loaded or rendered: the partition is staged whole beside the old one
     require_free_space(final_dir, pose_pool_bytes(settings.samples_per_shard, settings.camera.width,
@@ -77,6 +87,8 @@ def pose_pool(
                 "num_samples": summary.num_samples, "body_model": model.name,
                 "body_model_hash": model.content_hash, "project_seed": compute.seed,
                 "controls": list(settings.controls),
+                "mined_from_round": mined.round_name if mined else None,
+                "mined_set_hash": mined.content_hash if mined else None,
             })
     return dg.MaterializeResult(metadata=tidy({
         "num_samples": summary.num_samples,
@@ -87,6 +99,10 @@ def pose_pool(
         "pose_families": summary.families,
         "framings": summary.framings,
         "pose_rejections": summary.pose_rejections,
+        "pose_origin": (f"mined_hard_set[{mined.round_name}] sha256 {mined.content_hash}" if mined
+                        else f"{settings.pose_source} (random)"),
+        "mined_from_round": mined.round_name if mined else dg.MetadataValue.null(),
+        "mined_set_hash": mined.content_hash if mined else dg.MetadataValue.null(),
         "labels_path": dg.MetadataValue.path(str(final_dir / "labels.parquet")),
         "controls_dir": dg.MetadataValue.path(str(final_dir / "controls")),
         "preview_path": dg.MetadataValue.path(str(final_dir / "preview.png")),

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pd_assets.generation.prompts import load_prompt_bank, sample_prompt
+from pd_assets.mining.mined_set import MinedSet
 from pd_assets.poses import control_maps
 from pd_assets.poses.body_models import BodyModel, BodyParams
 from pd_assets.poses.cameras import CameraConfig, project_points, sample_camera
@@ -41,6 +42,9 @@ class PosePoolSettings:
     pose_source_paths: tuple[str, ...] = ()
     frames_per_sequence: int = 15
     prompt_bank_path: str | None = None
+    # rounds r >= 1: the mined set (of the previous round) that poses, shapes and cameras
+    # are drawn from instead of the pose source (pd_assets/mining/mined_set.py)
+    mined: MinedSet | None = None
 
 
 @dataclass
@@ -75,7 +79,7 @@ def canonical_a_pose() -> np.ndarray:
 
 # Framing needs the body's extent, not every vertex: a quarter of them keeps the
 # extent to within about a centimetre and the camera solve 4x cheaper.
-_FRAMING_STRIDE = 4
+FRAMING_STRIDE = 4
 
 _RENDERERS: dict[tuple, tuple[Renderer, np.ndarray]] = {}
 
@@ -97,12 +101,20 @@ def sample_id(round_name: str, shard: str, index: int) -> str:
     return f"{round_name}-{shard}-{index:06d}"
 
 
-def _draw_bodies(settings: PosePoolSettings, model: BodyModel, seed: int, round_name: str,
-                 shard: str, indices: range, records: list[PoseRecord] | None):
+def draw_bodies(settings: PosePoolSettings, model: BodyModel, seed: int, round_name: str,
+                shard: str, indices: range, records: list[PoseRecord] | None):
     """Pose, shape and provenance of each sample; all draws depend only on its own seeds."""
     poses, orients, shapes, sources, families, rejections = [], [], [], [], [], 0
     for i in indices:
         rng = rng_for(seed, round_name, shard, i, "pose")
+        if settings.mined is not None:
+            pick = settings.mined.pick(seed, round_name, shard, i, settings.samples_per_shard)
+            poses.append(pick.body_pose)
+            orients.append(pick.global_orient)
+            shapes.append(pick.shape)
+            sources.append(pick.source)
+            families.append(pick.family)
+            continue
         if records:
             rec = records[int(rng.integers(len(records)))]
             poses.append(rec.body_pose)
@@ -158,6 +170,8 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
         settings.pose_source, settings.pose_source_paths,
         rng_for(project_seed, round_name, "pose-source"), settings.frames_per_sequence,
     )
+    if settings.mined is not None:
+        settings.mined.check_compatible(model.name, model.content_hash, width, height)
     bank = load_prompt_bank(settings.prompt_bank_path)
     renderer = renderer_for(model, width, height)
     rows, preview_rows, families, framings, rejections = [], [], Counter(), Counter(), 0
@@ -166,7 +180,7 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
         for start in range(0, settings.samples_per_shard, batch_size):
             indices = range(start, min(start + batch_size, settings.samples_per_shard))
             t = time.perf_counter()
-            params, sources, fams, rej = _draw_bodies(settings, model, project_seed, round_name, shard, indices, records)
+            params, sources, fams, rej = draw_bodies(settings, model, project_seed, round_name, shard, indices, records)
             rejections += rej
             timings["sample_poses"] += time.perf_counter() - t
             t = time.perf_counter()
@@ -175,8 +189,11 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
             for b, i in enumerate(indices):
                 sid = sample_id(round_name, shard, i)
                 t = time.perf_counter()
-                cam = sample_camera(rng_for(project_seed, round_name, shard, i, "camera"), cam_cfg,
-                                    meshes.vertices[b][::_FRAMING_STRIDE], joints=meshes.joints[b])
+                mined = (settings.mined.pick(project_seed, round_name, shard, i, settings.samples_per_shard)
+                         if settings.mined is not None else None)
+                cam = mined.camera if mined is not None else sample_camera(
+                    rng_for(project_seed, round_name, shard, i, "camera"), cam_cfg,
+                    meshes.vertices[b][::FRAMING_STRIDE], joints=meshes.joints[b])
                 verts_cam = to_camera(meshes.vertices[b], cam.R, cam.t)
                 render = renderer.render(verts_cam, cam.K, shading=sample_shading(
                     rng_for(project_seed, round_name, shard, i, "shading")) if "shaded" in settings.controls else None)
@@ -208,6 +225,7 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
                     "prompt": prompt.text, "negative_prompt": prompt.negative,
                     "prompt_scene_group": prompt.scene_group,
                     **{f"control_{c}": f"controls/{c}/{sid}.png" for c in settings.controls},
+                    **(settings.mined.label_columns(mined) if mined is not None else {}),
                 })
                 families[fams[b]] += 1
                 framings[cam.framing] += 1
