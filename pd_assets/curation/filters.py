@@ -48,7 +48,8 @@ from pd_assets.curation.inputs import LabelView, jsonable
 
 STAGES = ("readable", "crowding", "pose_alignment", "head_pose", "image_quality")
 # the scores that gate a stage: a non-finite value rejects there (check `non_finite`)
-GATING_SCORES = {"oks": "pose_alignment", "min_keypoint_similarity": "pose_alignment", "mask_iou": "pose_alignment", "head_yaw_err_deg": "head_pose",
+GATING_SCORES = {"oks": "pose_alignment", "min_keypoint_similarity": "pose_alignment",
+                 "mask_iou": "pose_alignment", "head_yaw_err_deg": "head_pose",
                  "head_pitch_err_deg": "head_pose", "head_roll_err_deg": "head_pose",
                  "sharpness": "image_quality", "clipped_dark": "image_quality",
                  "clipped_bright": "image_quality", "presence": "image_quality"}

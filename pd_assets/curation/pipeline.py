@@ -43,7 +43,8 @@ CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; X_cam = R @ X_world + 
 _F, _I, _S = "Float64", "Int64", "String"
 INDEX_SCHEMA = {
     "sample_id": _S, "kept": "Boolean", "reject_stage": _S, "reject_reason": _S, "failed_checks": [_S],
-    "person_count": _I, "hallucinated_people": _I, "matched_person": _I, "presence": _F, "oks": _F, "oks_uncalibrated": _F,
+    "person_count": _I, "hallucinated_people": _I, "matched_person": _I, "presence": _F, "oks": _F,
+    "oks_uncalibrated": _F,
     "min_keypoint_similarity": _F, "num_confident_keypoints": _I,
     "mask_iou": _F, "pck": _F, "mean_joint_error_px": _F, "max_joint_error_px": _F,
     "joint_errors_px": [_F], "head_yaw_err_deg": _F, "head_pitch_err_deg": _F, "head_roll_err_deg": _F,
