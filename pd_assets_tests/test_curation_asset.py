@@ -27,7 +27,7 @@ from resources.paths import models_dir
 PARTITION = "r0|s0000"
 UPSTREAM = [dg.AssetSpec("pose_pool", partitions_def=round_shard_partitions),
             dg.AssetSpec("raw_generations", partitions_def=round_shard_partitions)]
-LOOSE = {"oks_min": 0.05, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0}
+LOOSE = {"oks_min": 0.05, "keypoint_similarity_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0}
 
 
 def _materialize(root: Path, config: dict | None = None, partition: str = PARTITION,

@@ -80,7 +80,8 @@ def test_a_turned_head_fails_head_pose(sample):
     uv = ((face - c) @ R.T + c) @ view.K.T
     kps = view.keypoints2d.copy()
     kps[:5] = uv[:, :2] / uv[:, 2:]
-    rec = score_sample(view, img, _det(kps, mask), mask, thresholds=FilterThresholds(oks_min=0.0))
+    th = FilterThresholds(oks_min=0.0, keypoint_similarity_min=0.0, head_pose_max_deg=25.0)
+    rec = score_sample(view, img, _det(kps, mask), mask, thresholds=th)
     assert rec["reject_stage"] == "head_pose"
     assert rec["reject_reason"] == "head yaw differs by 40.0 deg (max 25)"
 
@@ -126,7 +127,8 @@ def _turned_head(view, deg: float) -> np.ndarray:
 def test_reject_stage_follows_stage_order_as_failures_are_fixed_one_by_one(sample):
     """A sample failing every stage; fixing the first failure each time walks through STAGES."""
     view, mask, img = sample
-    th = FilterThresholds(oks_min=0.0)  # the turned head must fail head_pose only
+    # the turned head must fail head_pose only
+    th = FilterThresholds(oks_min=0.0, keypoint_similarity_min=0.0, head_pose_max_deg=25.0)
     flat = np.full((256, 256, 3), 128, np.uint8)
     wrong = np.roll(mask, 40, axis=1)
     steps = [

@@ -144,3 +144,45 @@ def test_head_orientation_needs_three_usable_points():
     out = scores.head_orientation_error(np.zeros((5, 2)), np.ones((5, 3)), np.eye(3),
                                         np.array([True, True, False, False, False]))
     assert all(math.isnan(v) for v in out.values())
+
+
+# ---- issue 12: genuine people, per-keypoint similarity -------------------------------
+
+def test_keypoints_inside_uses_pixel_borders_and_treats_nan_as_outside():
+    kps = np.zeros((17, 2))
+    kps[0] = (-0.5, -0.5)          # the image's top-left corner: inside
+    kps[1] = (99.5, 49.5)          # bottom-right corner of a 100 x 50 image: inside
+    kps[2] = (-0.6, 10.0)          # just left of the image
+    kps[3] = (10.0, 49.6)          # just below
+    kps[4] = (np.nan, 10.0)
+    inside = scores.keypoints_inside(kps, 100, 50)
+    assert inside.tolist() == [True, True, False, False, False] + [True] * 12
+    assert scores.keypoints_inside(np.stack([kps, kps + 1000]), 100, 50).sum(axis=1).tolist() == [14, 0]
+
+
+def test_a_person_needs_twelve_keypoints_inside_by_default():
+    kps = np.full((17, 2), 10.0)
+    kps[:5] = 5000.0                # 12 inside
+    assert scores.is_genuine_person(kps, 64, 64) is True
+    kps[5] = -300.0                 # 11 inside
+    assert scores.is_genuine_person(kps, 64, 64) is False
+    assert scores.is_genuine_person(kps, 64, 64, min_inside=11) is True
+    # the measured hallucination: every keypoint far below a 512 px image
+    hallucinated = np.column_stack([np.full(17, 250.0), np.linspace(900, 1700, 17)])
+    people = np.stack([kps, hallucinated])
+    assert scores.is_genuine_person(people, 512, 512, min_inside=11).tolist() == [True, False]
+
+
+def test_keypoint_similarity_by_hand():
+    gt = np.zeros((17, 2))
+    area = 100.0 ** 2
+    pred = gt.copy()
+    k = 2 * COCO17_SIGMAS[9]             # left wrist
+    d = math.sqrt(2 * math.log(2)) * 100.0 * k   # the distance at which similarity is exactly 1/2
+    pred[9] = (d, 0.0)
+    sim = scores.keypoint_similarity(pred, gt, area)
+    assert sim[9] == pytest.approx(0.5, rel=1e-9)
+    assert np.all(np.delete(sim, 9) == 1.0)
+    # OKS is the mean of these over the visible keypoints
+    vis = np.ones(17, bool)
+    assert scores.oks(pred, gt, vis, area) == pytest.approx(sim.mean())

@@ -19,7 +19,7 @@ from resources.pose_sampling import PoseSamplingResource
 
 SHIPPED = ("raw_generations/r0/s0000/provenance.parquet", "filtered_shards/r0/s0000/r0-s0000.tar",
            "filtered_shards/r0/s0000/index.parquet")
-LOOSE = {"oks_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0}
+LOOSE = {"oks_min": 0.0, "keypoint_similarity_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0}
 
 
 def _run(root):

@@ -273,7 +273,7 @@ def _curate(root: Path, config: dict | None = None):
     )
 
 
-LOOSE = {"oks_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0,
+LOOSE = {"oks_min": 0.0, "keypoint_similarity_min": 0.0, "mask_iou_min": 0.0, "head_pose_max_deg": 180.0, "presence_min": 0.0,
          "sharpness_min": 0.0, "exposure_clipped_max": 1.0}
 
 

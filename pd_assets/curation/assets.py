@@ -35,6 +35,9 @@ class FilteredShardsConfig(dg.Config):
 
     oks_min: float = Field(default=T.OKS_MIN, ge=0.0, le=1.0)
     mask_iou_min: float = Field(default=T.MASK_IOU_MIN, ge=0.0, le=1.0)
+    keypoint_similarity_min: float = Field(default=T.KEYPOINT_SIMILARITY_MIN, ge=0.0, le=1.0)
+    min_keypoints_inside: int = Field(default=T.MIN_KEYPOINTS_INSIDE, ge=0, le=17,
+                                      description="keypoints inside the image for a detection to be a person")
     head_pose_max_deg: float = Field(default=T.HEAD_POSE_MAX_DEG, gt=0.0)
     max_people: int = Field(default=T.MAX_PEOPLE, ge=1)
     sharpness_min: float = Field(default=T.SHARPNESS_MIN, ge=0.0)
@@ -47,6 +50,7 @@ class FilteredShardsConfig(dg.Config):
     def thresholds(self) -> FilterThresholds:
         return FilterThresholds(
             max_people=self.max_people, oks_min=self.oks_min, mask_iou_min=self.mask_iou_min,
+            keypoint_similarity_min=self.keypoint_similarity_min, min_keypoints_inside=self.min_keypoints_inside,
             head_pose_max_deg=self.head_pose_max_deg, sharpness_min=self.sharpness_min,
             exposure_clipped_max=self.exposure_clipped_max, presence_min=self.presence_min,
         )
@@ -182,7 +186,7 @@ def filtered_shards(
         "detector": detector.provenance(),
         "calibration": calibration_status,
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
-        "images_per_second": dg.MetadataValue.float(num / max(sum(result.seconds.values()), 1e-9)),
+        "images_per_second": dg.MetadataValue.float(num / max(result.wall_seconds, 1e-9)),
         "shard_path": dg.MetadataValue.path(str(final_dir / shard_name(round_name, shard))),
         "index_path": dg.MetadataValue.path(str(final_dir / INDEX_NAME)),
         "catalog_path": dg.MetadataValue.path(str(catalog)),

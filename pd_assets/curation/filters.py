@@ -3,7 +3,9 @@
 Stages, in order (method.md stage 6, plus our image-quality stage):
 
 1. `crowding`       no person, or more than `max_people` people -> reject
-2. `pose_alignment` OKS >= `oks_min` and silhouette IoU >= `mask_iou_min`
+2. `pose_alignment` OKS >= `oks_min`, every confidently detected labelled-visible keypoint
+                    within `keypoint_similarity_min` (COCO per-keypoint similarity), and
+                    silhouette IoU >= `mask_iou_min`
 3. `head_pose`      head yaw / pitch / roll within `head_pose_max_deg` of the label
 4. `image_quality`  sharpness, exposure clipping, detector presence within bounds
 
@@ -14,6 +16,12 @@ may be another run's image), `unreadable` (a corrupt or missing image), `label_m
 missing or corrupt label mask, which would otherwise skip the silhouette test, or a mask
 path that leaves the partition) and `label_control` (the pncc map the shard ships is
 missing, unreadable, or its path leaves the partition).
+
+Only genuine detections count: a detected "person" with too few keypoints inside the
+image (`scores.is_genuine_person`; fewer than `min_keypoints_inside`, or for a label
+that is itself partly out of frame `min_inside_fraction_of_label` of its in-image
+keypoints) is a hallucination: it is neither matched nor counted toward crowding, and
+`hallucinated_people` records how many were dropped.
 
 Every score is computed for every sample whatever fails first, so the index can be
 re-thresholded later without re-running the detector; `reject_stage` / `reject_reason`
@@ -40,7 +48,8 @@ from pd_assets.curation.inputs import LabelView, jsonable
 
 STAGES = ("readable", "crowding", "pose_alignment", "head_pose", "image_quality")
 # the scores that gate a stage: a non-finite value rejects there (check `non_finite`)
-GATING_SCORES = {"oks": "pose_alignment", "mask_iou": "pose_alignment", "head_yaw_err_deg": "head_pose",
+GATING_SCORES = {"oks": "pose_alignment", "min_keypoint_similarity": "pose_alignment",
+                 "mask_iou": "pose_alignment", "head_yaw_err_deg": "head_pose",
                  "head_pitch_err_deg": "head_pose", "head_roll_err_deg": "head_pose",
                  "sharpness": "image_quality", "clipped_dark": "image_quality",
                  "clipped_bright": "image_quality", "presence": "image_quality"}
@@ -53,6 +62,9 @@ class FilterThresholds:
     min_people: int = T.MIN_PEOPLE
     max_people: int = T.MAX_PEOPLE
     oks_min: float = T.OKS_MIN
+    keypoint_similarity_min: float = T.KEYPOINT_SIMILARITY_MIN
+    min_keypoints_inside: int = T.MIN_KEYPOINTS_INSIDE
+    min_inside_fraction_of_label: float = T.MIN_INSIDE_FRACTION_OF_LABEL
     mask_iou_min: float = T.MASK_IOU_MIN
     head_pose_max_deg: float = T.HEAD_POSE_MAX_DEG
     sharpness_min: float = T.SHARPNESS_MIN
@@ -77,7 +89,8 @@ def difficulty_bin(oks_value: float | None) -> str | None:
 
 def _nan_record(sample_id: str) -> dict:
     return {
-        "sample_id": sample_id, "person_count": None, "matched_person": None, "presence": None,
+        "sample_id": sample_id, "person_count": None, "hallucinated_people": None, "matched_person": None,
+        "presence": None, "min_keypoint_similarity": None, "num_confident_keypoints": None,
         "oks": None, "oks_uncalibrated": None, "mask_iou": None, "pck": None,
         "mean_joint_error_px": None, "max_joint_error_px": None, "joint_errors_px": None,
         "head_yaw_err_deg": None, "head_pitch_err_deg": None, "head_roll_err_deg": None,
@@ -120,6 +133,7 @@ def score_sample(label: LabelView, image: np.ndarray | None, detection: Detectio
     grey = scores.grey(image)
     rec["sharpness"] = scores.sharpness(grey)
     rec["clipped_dark"], rec["clipped_bright"] = scores.exposure_clipping(grey, T.CLIP_LOW_LEVEL, T.CLIP_HIGH_LEVEL)
+    detection, rec["hallucinated_people"] = genuine_people(detection, label, th)
     rec["person_count"] = detection.person_count
 
     if detection.person_count < th.min_people:
@@ -136,6 +150,11 @@ def score_sample(label: LabelView, image: np.ndarray | None, detection: Detectio
         failures.append(("pose_alignment", "no_visible_keypoints", "label has no visible keypoint to score"))
     elif oks_v is not None and oks_v < th.oks_min:
         failures.append(("pose_alignment", "oks", f"OKS {oks_v:.3f} < {th.oks_min}"))
+    worst = rec["min_keypoint_similarity"]
+    if worst is not None and worst < th.keypoint_similarity_min:
+        failures.append(("pose_alignment", "keypoint",
+                         f"a confidently detected keypoint is off (similarity {worst:.3f} < "
+                         f"{th.keypoint_similarity_min})"))
     if iou is not None and iou < th.mask_iou_min:
         failures.append(("pose_alignment", "mask_iou", f"silhouette IoU {iou:.3f} < {th.mask_iou_min}"))
 
@@ -192,7 +211,35 @@ def _score_person(rec: dict, label: LabelView, det: Detection, label_mask, calib
     face3d = label.keypoints3d_cam[face]
     if calibration is not None:
         face3d = calibration.face_model(face3d)
-    rec.update(scores.head_orientation_error(raw[p][face], face3d, label.K, usable))
+    head = scores.head_orientation_error(raw[p][face], face3d, label.K, usable)
+    if usable.sum() < 3:  # not measurable (documented as None), unlike a NaN from bad inputs
+        head = dict.fromkeys(head)
+    rec.update(head)
+    confident = label.visible & (conf >= th.keypoint_conf_min)
+    rec["num_confident_keypoints"] = int(confident.sum())
+    if confident.any():
+        sim = scores.keypoint_similarity(kp, label.keypoints2d, label.area)
+        rec["min_keypoint_similarity"] = float(sim[confident].min())
+
+
+def required_inside(label: LabelView, th: FilterThresholds) -> int:
+    """How many of a detection's keypoints must lie inside the image for it to be a person:
+    `min_keypoints_inside`, or fewer when the label itself is partly out of frame."""
+    label_inside = int(scores.keypoints_inside(label.keypoints2d, label.width, label.height).sum())
+    return min(int(th.min_keypoints_inside), max(1, math.ceil(th.min_inside_fraction_of_label * label_inside)))
+
+
+def genuine_people(det: Detection, label: LabelView, th: FilterThresholds) -> tuple[Detection, int]:
+    """The detection without its hallucinated "people", and how many were dropped."""
+    if det.person_count == 0:
+        return det, 0
+    h, w = det.image_size
+    keep = np.atleast_1d(scores.is_genuine_person(det.keypoints, w, h, required_inside(label, th)))
+    if keep.all():
+        return det, 0
+    masks = det.masks[keep] if det.masks is not None else None
+    return Detection(det.keypoints[keep], det.confidence[keep], det.presence[keep], masks, det.image_size), \
+        int((~keep).sum())
 
 
 def _finish(rec: dict, failures: list[tuple[str, str, str]]) -> dict:

@@ -43,7 +43,9 @@ CAMERA_CONVENTION = ("OpenCV: x right, y down, z forward; X_cam = R @ X_world + 
 _F, _I, _S = "Float64", "Int64", "String"
 INDEX_SCHEMA = {
     "sample_id": _S, "kept": "Boolean", "reject_stage": _S, "reject_reason": _S, "failed_checks": [_S],
-    "person_count": _I, "matched_person": _I, "presence": _F, "oks": _F, "oks_uncalibrated": _F,
+    "person_count": _I, "hallucinated_people": _I, "matched_person": _I, "presence": _F, "oks": _F,
+    "oks_uncalibrated": _F,
+    "min_keypoint_similarity": _F, "num_confident_keypoints": _I,
     "mask_iou": _F, "pck": _F, "mean_joint_error_px": _F, "max_joint_error_px": _F,
     "joint_errors_px": [_F], "head_yaw_err_deg": _F, "head_pitch_err_deg": _F, "head_roll_err_deg": _F,
     "head_angle_err_deg": _F, "sharpness": _F, "clipped_dark": _F, "clipped_bright": _F,
@@ -71,7 +73,8 @@ class CurationResult:
     shard_keys: list[str]
     kept_tiles: list = field(default_factory=list)
     rejected_tiles: list = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # per step; steps overlap
+    wall_seconds: float = 0.0
 
     @property
     def num_kept(self) -> int:
@@ -140,51 +143,65 @@ def curate_partition(
     rows = sorted(labels, key=lambda r: str(r["sample_id"]))
     det_info = portable_detector_info(detector.provenance())
     cal_name = calibration_status or (calibration.source if calibration is not None else "none")
+    t_start = time.perf_counter()
     timings: Counter[str] = Counter()
     records, kept_tiles, rejected_tiles = [], [], []
     detector_failures = 0
     batches = [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
-    # decoding the next batch (PIL releases the GIL) overlaps with detecting this one
-    with ShardWriter(shard_path) as writer, ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_load_batch, batches[0], pool_dir, gen_dir, include_pncc) if batches else None
+
+    def score_and_write(batch, views, loaded, masks, pnccs, detections, errors) -> None:
+        t = time.perf_counter()
+        for row, view, (img, err, sha), (mask, mask_err), (pncc, pncc_err), det, det_err in zip(
+                batch, views, loaded, masks, pnccs, detections, errors):
+            record = provenance.get(view.sample_id)
+            rec = score_sample(view, img, det, mask, calibration, thresholds, image_error=err or det_err,
+                               provenance_error=provenance_error(record, sha), label_mask_error=mask_err,
+                               generation_error=generation_error(record),
+                               control_error=pncc_err if include_pncc else None)
+            rec.update({k: row.get(k) for k in INDEX_LABEL_COLUMNS}, calibration=cal_name)
+            records.append(rec)
+            if rec["kept"]:
+                files = {"jpg": encode_jpeg(img, jpeg_quality),
+                         "json": dumps(label_json(row, record, rec, det_info, cal_name))}
+                if include_pncc:
+                    files["pncc.png"] = pncc
+                writer.add(view.sample_id, files)
+            tiles = kept_tiles if rec["kept"] else rejected_tiles
+            if len(tiles) < preview_samples:
+                tiles.append(sample_tile(img, rec, view.keypoints2d, view.visible))
+        timings["score_and_write"] += time.perf_counter() - t
+
+    # Three overlapping steps: decoding the next batch (PIL releases the GIL), detecting
+    # this one, and scoring + writing the previous one. One worker each keeps the order:
+    # records and tar members follow the sorted sample ids.
+    with ShardWriter(shard_path) as writer, ThreadPoolExecutor(max_workers=1) as loader, \
+            ThreadPoolExecutor(max_workers=1) as scorer:
+        pending = loader.submit(_load_batch, batches[0], pool_dir, gen_dir, include_pncc) if batches else None
+        scored = []
         for b, batch in enumerate(batches):
             t0 = time.perf_counter()
             views, loaded, masks, pnccs = pending.result()
             if b + 1 < len(batches):
-                pending = pool.submit(_load_batch, batches[b + 1], pool_dir, gen_dir, include_pncc)
+                pending = loader.submit(_load_batch, batches[b + 1], pool_dir, gen_dir, include_pncc)
             t1 = time.perf_counter()
             detections, errors = _detect(detector, [img for img, _, _ in loaded], views)
             detector_failures += sum(e is not None for e in errors)
-            t2 = time.perf_counter()
-            for row, view, (img, err, sha), (mask, mask_err), (pncc, pncc_err), det, det_err in zip(
-                    batch, views, loaded, masks, pnccs, detections, errors):
-                record = provenance.get(view.sample_id)
-                rec = score_sample(view, img, det, mask, calibration, thresholds, image_error=err or det_err,
-                                   provenance_error=provenance_error(record, sha), label_mask_error=mask_err,
-                                   generation_error=generation_error(record),
-                                   control_error=pncc_err if include_pncc else None)
-                rec.update({k: row.get(k) for k in INDEX_LABEL_COLUMNS}, calibration=cal_name)
-                records.append(rec)
-                if rec["kept"]:
-                    files = {"jpg": encode_jpeg(img, jpeg_quality),
-                             "json": dumps(label_json(row, record, rec, det_info, cal_name))}
-                    if include_pncc:
-                        files["pncc.png"] = pncc
-                    writer.add(view.sample_id, files)
-                tiles = kept_tiles if rec["kept"] else rejected_tiles
-                if len(tiles) < preview_samples:
-                    tiles.append(sample_tile(img, rec, view.keypoints2d, view.visible))
             timings["load_wait"] += t1 - t0
-            timings["detect"] += t2 - t1
-            timings["score_and_write"] += time.perf_counter() - t2
+            timings["detect"] += time.perf_counter() - t1
+            scored.append(scorer.submit(score_and_write, batch, views, loaded, masks, pnccs, detections, errors))
             if log:
-                log(f"curated {min((b + 1) * batch_size, len(rows))}/{len(rows)} samples")
+                log(f"detected {min((b + 1) * batch_size, len(rows))}/{len(rows)} samples")
+        t = time.perf_counter()
+        for future in scored:
+            future.result()  # re-raises a scoring or writing error
+        timings["score_wait"] += time.perf_counter() - t
     if rows and detector_failures == len(rows):
         raise RuntimeError(
             f"the keypoint detector failed on every image of {gen_dir} (first error in the index): "
             "check keypoint_detector's configuration and model files"
         )
-    return CurationResult(records, writer.keys, kept_tiles, rejected_tiles, dict(timings))
+    return CurationResult(records, writer.keys, kept_tiles, rejected_tiles, dict(timings),
+                          time.perf_counter() - t_start)
 
 
 def _load_batch(batch: list[dict], pool_dir: Path, gen_dir: Path, include_pncc: bool = True):

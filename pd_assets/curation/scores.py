@@ -49,6 +49,41 @@ def oks(pred, gt, visible, area: float, sigmas=COCO17_SIGMAS) -> float:
     return float(np.exp(-e[visible]).mean())
 
 
+def keypoints_inside(kps, width: int, height: int) -> np.ndarray:
+    """(..., 17) bool: which keypoints of (..., 17, 2) pixel arrays lie inside the image.
+
+    The image spans [-0.5, W - 0.5] x [-0.5, H - 0.5] (OpenCV pixel centres); a
+    non-finite keypoint is outside."""
+    k = np.asarray(kps, dtype=np.float64)
+    if k.shape[-1] != 2:
+        raise ValueError(f"keypoints must have shape (..., 2), got {k.shape}")
+    x, y = k[..., 0], k[..., 1]
+    with np.errstate(invalid="ignore"):
+        return (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+
+
+def is_genuine_person(kps, width: int, height: int, min_inside: int | None = None) -> np.ndarray | bool:
+    """Whether a detected "person" (17, 2), or each of (P, 17, 2), is a real detection:
+    at least `min_inside` (default `thresholds.MIN_KEYPOINTS_INSIDE`) of its keypoints lie
+    inside the image. mediapipe returns "people" on blurry images whose keypoints are
+    all far outside the image (hips at y = 1700 on a 512 px image, OKS 0): such a
+    detection is neither a person nor crowding. Used by curation and adapter evaluation."""
+    from pd_assets.thresholds import MIN_KEYPOINTS_INSIDE
+
+    n = MIN_KEYPOINTS_INSIDE if min_inside is None else int(min_inside)
+    inside = keypoints_inside(kps, width, height).sum(axis=-1) >= n
+    return bool(inside) if np.ndim(inside) == 0 else inside
+
+
+def keypoint_similarity(pred, gt, area: float, sigmas=COCO17_SIGMAS) -> np.ndarray:
+    """COCO's per-keypoint similarity (17,): exp(-d^2 / (2 s^2 k^2)), the terms OKS averages
+    (s^2 = `area`, k = 2 sigma). 1 at the label, 0.5 at d = 1.18 s k."""
+    pred, gt = _as_points("pred", pred), _as_points("gt", gt)
+    k2 = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2
+    d2 = ((pred - gt) ** 2).sum(axis=1)
+    return np.exp(-d2 / k2 / (float(area) + _EPS) / 2.0)
+
+
 def oks_per_person(preds, gt, visible, area: float, sigmas=COCO17_SIGMAS) -> np.ndarray:
     """OKS of each detected person (P, 17, 2) against one label; (P,) array."""
     preds = np.asarray(preds, dtype=np.float64).reshape(-1, 17, 2)
