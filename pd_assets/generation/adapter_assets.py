@@ -5,7 +5,8 @@ import dagster as dg
 
 from pd_assets.generation.adapter_build import build_adapter_version, load_pairs
 from pd_assets.generation.adapter_store import PASSED, REPORT, version_dir
-from pd_assets.generation.assets import GPU_POOL, k8s_gpu_tags
+from pd_assets.executors import gpu_op_tags
+from pd_assets.generation.assets import GPU_POOL
 from pd_assets.partitions import split_key
 from pd_assets.previews import markdown_image
 from pd_assets.storage import atomic_write_json, partition_lock
@@ -29,7 +30,7 @@ def _image_md(path, alt: str) -> str:
     kinds={"pytorch", "diffusers", "safetensors"},
     deps=["pose_pool", "raw_generations"],
     pool=GPU_POOL,
-    op_tags=k8s_gpu_tags(1),
+    op_tags=gpu_op_tags(1),
 )
 def control_adapter(
     context: dg.AssetExecutionContext,

@@ -4,6 +4,7 @@
 import dagster as dg
 from PIL import Image
 
+from pd_assets.executors import gpu_op_tags, k8s_gpu_tags  # noqa: F401 (k8s_gpu_tags: re-exported)
 from pd_assets.generation.partition import PartitionReport, generate_partition
 from pd_assets.generation.store import PosePoolMissingError
 from pd_assets.metadata import tidy
@@ -15,13 +16,6 @@ from resources.dataset_store import DatasetStoreResource
 from resources.generator import GeneratorResource
 
 GPU_POOL = "gpu"
-
-
-def k8s_gpu_tags(gpus: int = 1) -> dict:
-    """The `dagster-k8s/config` tag asking Kubernetes for `gpus` GPUs for a step (read by the
-    k8s executor of the `gpu` profile; other executors ignore it)."""
-    limits = {"nvidia.com/gpu": str(gpus)}
-    return {"dagster-k8s/config": {"container_config": {"resources": {"limits": limits, "requests": limits}}}}
 
 
 def _preview_markdown(report: PartitionReport, width: int = 480) -> str:
@@ -51,7 +45,7 @@ def _failures_markdown(reports: list[PartitionReport], show: int = 10) -> str:
     deps=["pose_pool"],
     pool=GPU_POOL,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=4),
-    op_tags=k8s_gpu_tags(1),
+    op_tags=gpu_op_tags(1),  # a GPU per step on Kubernetes and on Dask (pd_assets/executors.py)
 )
 def raw_generations(
     context: dg.AssetExecutionContext,
