@@ -4,7 +4,7 @@
 |---|---|---|
 | unset | Dagster's default (multiprocess; in-process for `dg.materialize`) | local use |
 | `in_process` / `multiprocess` | Dagster's own | debugging / one machine |
-| `dask` | dagster-dask on `PD_DASK_ADDRESS`, else a LocalCluster of `PD_DASK_WORKERS` (2) worker processes, each declaring `PD_DASK_GPUS_PER_WORKER` (1) `GPU` slot | several machines or GPUs without Kubernetes |
+| `dask` | dagster-dask (pd_assets/dask_compat.py) on `PD_DASK_ADDRESS`, else a LocalCluster of `PD_DASK_WORKERS` (2) worker processes, each declaring `PD_DASK_GPUS_PER_WORKER` (1) `GPU` slot | several machines or GPUs without Kubernetes |
 | `k8s` | dagster-k8s `k8s_job_executor`: one pod per step, image `PD_K8S_IMAGE`, namespace `PD_K8S_NAMESPACE` | production |
 
 GPU steps carry both executors' tags (`gpu_op_tags`): the Dask scheduler puts a step on a
@@ -97,9 +97,10 @@ def executor_for(name: str | None) -> dg.ExecutorDefinition | None:
     if name == "multiprocess":
         return dg.multiprocess_executor
     if name == "dask":
-        from dagster_dask import dask_executor
+        # dagster-dask's executor, its task arguments kept opaque to current Dask (dask_compat.py)
+        from pd_assets.dask_compat import opaque_dask_executor
 
-        return dask_executor.configured({"cluster": dask_cluster_config()}, name="dask_pd_assets")
+        return opaque_dask_executor.configured({"cluster": dask_cluster_config()}, name="dask_pd_assets")
     if name == "k8s":
         from dagster_k8s import k8s_job_executor
 

@@ -60,7 +60,10 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
             model_path=os.environ.get("PD_SMPLX_MODEL_PATH") or None,
         ),
         "pose_sampling": sampling,
-        "generator": GeneratorResource.for_profile(profile),
+        # PD_GENERATOR_BACKEND=render: the render backend on any profile (its images match their
+        # labels, so curation and mining see real scores: the daemon end-to-end test uses it)
+        "generator": (GeneratorResource(backend="render") if os.environ.get("PD_GENERATOR_BACKEND") == "render"
+                      else GeneratorResource.for_profile(profile)),
         "keypoint_detector": KeypointDetectorResource.for_profile("local" if profile == "local-diffusion" else profile),
         "control_adapter": ControlAdapterResource.for_profile(profile),
         # ci: a small candidate pool and leaves that still split a few dozen samples
