@@ -70,6 +70,9 @@ def graphql(url: str, query: str, variables: dict, timeout: float = 60.0) -> dic
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.loads(response.read().decode())
+    except urllib.error.HTTPError as exc:  # the server answered: say what it said
+        raise BackfillError(f"the webserver at {url} answered {exc.code}: {exc.read().decode(errors='replace')[:2000]}") \
+            from exc
     except (urllib.error.URLError, OSError) as exc:
         raise BackfillError(f"no Dagster webserver answers at {url} ({exc}): start it with `make dev` "
                             "(or dagster-webserver -w workspace.yaml) or pass --url") from exc
@@ -101,7 +104,7 @@ def round_selection(round_name: str, assets: Sequence[str], shards: Sequence[str
     for asset in assets:
         selected = [{"start": round_name, "end": round_name}] if asset in ROUND_ONLY else ranges
         by_asset.append({"assetKey": {"path": [asset]}, "partitions": {"ranges": selected}})
-    return {"assetSelection": [{"path": [a]} for a in assets], "partitionsByAssets": by_asset,
+    return {"partitionsByAssets": by_asset,
             "title": f"round {round_name}: {', '.join(assets)}",
             "tags": [{"key": "pd_assets/round", "value": round_name}]}
 

@@ -238,3 +238,19 @@ def test_growth_schedule_requests_the_next_missing_shards(defs, monkeypatch):
         second = schedule.evaluate_tick(dg.build_schedule_context(
             instance=instance, scheduled_execution_time=when, repository_def=defs.get_repository_def()))
         assert [str(r.partition_key) for r in second.run_requests] == [f"{rounds[0]}|{s}" for s in shards[4:8]]
+
+
+def test_run_retries_relaunch_dead_workers_never_failed_steps(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "resources" / "dagster.yaml", tmp_path / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
+        assert instance.run_retries_retry_on_asset_or_op_failure is False
+        for reason, retried in (("STEP_FAILURE", False), ("UNEXPECTED_TERMINATION", True)):
+            run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), status=dg.DagsterRunStatus.FAILURE,
+                                              tags={"dagster/failure_reason": reason, **automation.run_tags()})
+            assert should_retry(run, instance) is retried, reason

@@ -100,6 +100,8 @@ def test_provenance_has_the_required_fields_and_stable_fingerprint():
     for key in ("backend", "model_id", "model_hash", "seed", "prompt", "negative_prompt", "width",
                 "height", "scheduler", "steps", "guidance", "device", "dtype", "seconds", "extra_json"):
         assert key in g.provenance, key
+    # null in provenance.parquet would fail raw_generations_provenance_complete for every render run
+    assert g.provenance["control_adapter"] == ""
     fp = settings_fingerprint(g.provenance)
     again = gen.generate([_request()])[0]
     assert settings_fingerprint(again.provenance) == fp  # seconds differ, fingerprint does not
