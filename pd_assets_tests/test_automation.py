@@ -254,12 +254,3 @@ def test_run_retries_relaunch_dead_workers_never_failed_steps(tmp_path):
             run = instance.create_run_for_job(dg.GraphDefinition("noop").to_job(), status=dg.DagsterRunStatus.FAILURE,
                                               tags={"dagster/failure_reason": reason, **automation.run_tags()})
             assert should_retry(run, instance) is retried, reason
-
-
-def test_gated_assets_run_one_partition_per_run(defs):
-    """A blocking check run over a partition range records one result without a partition, so
-    the per-partition gate of the followers needs one partition per run upstream."""
-    graph = defs.resolve_asset_graph()
-    for key in ("pose_pool", "raw_generations", "filtered_shards"):
-        policy = graph.get(dg.AssetKey(key)).backfill_policy
-        assert policy is not None and policy.max_partitions_per_run == 1, (key, policy)

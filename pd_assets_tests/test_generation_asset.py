@@ -288,7 +288,7 @@ def test_asset_and_check_wiring():
     assert spec.group_name == "generation" and spec.kinds == {"python", "parquet"}
     assert {d.asset_key for d in spec.deps} == {dg.AssetKey("pose_pool")}
     assert raw_generations.partitions_def == round_shard_partitions
-    assert raw_generations.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+    assert raw_generations.backfill_policy == dg.BackfillPolicy.multi_run(max_partitions_per_run=4)
     assert raw_generations.op.pool == "gpu"
     assert "dagster-k8s/config" in raw_generations.op.tags
     for check in GENERATION_CHECKS:

@@ -44,10 +44,7 @@ def _failures_markdown(reports: list[PartitionReport], show: int = 10) -> str:
     partitions_def=round_shard_partitions,
     deps=["pose_pool"],
     pool=GPU_POOL,
-    # one partition per run: a check step covering a partition range records one result with no
-    # partition (Dagster 1.13), so automation could never see raw_generations[r|s]'s blocking
-    # checks pass and curation would wait forever (pd_assets/automation.py)
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=4),
     op_tags=gpu_op_tags(1),  # a GPU per step on Kubernetes and on Dask (pd_assets/executors.py)
 )
 def raw_generations(
