@@ -1,7 +1,8 @@
 """Running for weeks: declarative automation, the round sensor, the growth schedule, run tags.
 
 - `raw_generations`, `filtered_shards` and `mined_hard_set` follow their upstream (eager,
-  and only once every blocking check of their upstream passed). Eager never requests a
+  held back while a blocking check of an upstream partition has failed; see
+  `no_upstream_blocking_check_failed` for why not "all passed"). Eager never requests a
   partition that was already missing when automation was turned on: the roots
   (`pose_pool` partitions) are started by a backfill, the growth schedule or the round
   sensor.
@@ -57,10 +58,24 @@ def automation_default_status() -> dg.DefaultSensorStatus:
 
 # --- declarative automation ------------------------------------------------------------------
 
+def no_upstream_blocking_check_failed() -> dg.AutomationCondition:
+    """No blocking check of an upstream partition failed on its latest evaluation.
+
+    Not `all_deps_blocking_checks_passed()`: Dagster 1.13 records the check results of an
+    asset-backfill run (even a one-partition one) without a partition, so after a round
+    backfill that built-in never sees them pass and the followers would wait forever.
+    Runs started by automation, the round sensor and the schedule are one-partition runs
+    with a partition key: their failures are recorded per partition and close this gate.
+    Inside any run, a failed blocking check stops that run's downstream steps."""
+    return ~dg.AutomationCondition.any_deps_match(
+        dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+    ).with_label("an upstream blocking check failed")
+
+
 def follow_upstream() -> dg.AutomationCondition:
-    """Eager, gated on the upstream's blocking checks (passed, or to be run in the same run)."""
+    """Eager, held back while an upstream partition has a failed blocking check."""
     return (dg.AutomationCondition.eager()
-            & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label("eager, upstream checks passed")
+            & no_upstream_blocking_check_failed()).with_label("eager, no upstream blocking check failed")
 
 
 def refresh_when_updated(upstream: Iterable[str]) -> dg.AutomationCondition:
@@ -74,7 +89,7 @@ def refresh_when_updated(upstream: Iterable[str]) -> dg.AutomationCondition:
             & ~dg.AutomationCondition.any_deps_missing()
             & ~dg.AutomationCondition.any_deps_in_progress()
             & ~dg.AutomationCondition.in_progress()
-            & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(f"{' or '.join(keys)} changed")
+            & no_upstream_blocking_check_failed()).with_label(f"{' or '.join(keys)} changed")
 
 
 def conditions_for(keys: Iterable[dg.AssetKey]) -> dict[dg.AssetKey, dg.AutomationCondition]:
@@ -111,8 +126,11 @@ def automation_sensor(targets: Sequence[dg.AssetsDefinition]) -> dg.AutomationCo
         default_status=automation_default_status(),
         minimum_interval_seconds=_env_int("PD_AUTOMATION_INTERVAL_S", 30),
         run_tags=run_tags(),
+        # one run per partition (not a backfill): its check results are then recorded per
+        # partition, which the followers' gate reads
+        emit_backfills=False,
         description="Evaluates the assets' automation conditions: generation, curation and mining follow "
-                    "their upstream once its blocking checks passed (pd_assets/automation.py).",
+                    "their upstream unless an upstream blocking check failed (pd_assets/automation.py).",
     )
 
 
@@ -121,6 +139,19 @@ def automation_sensor(targets: Sequence[dg.AssetsDefinition]) -> dg.AutomationCo
 def blocking_check_keys(checks: Iterable[dg.AssetChecksDefinition], asset: dg.AssetKey) -> list[dg.AssetCheckKey]:
     return sorted((spec.key for c in checks for spec in c.check_specs if spec.asset_key == asset and spec.blocking),
                   key=lambda k: k.name)
+
+
+def _check_status_for(instance: dg.DagsterInstance, key: dg.AssetCheckKey, storage_id: int, history: int = 200):
+    """The status of the latest evaluation of `key` that targeted materialisation `storage_id`
+    (None: not evaluated on it). Matched by target, not by partition: a check run by an asset
+    backfill is recorded without a partition (Dagster 1.13)."""
+    for record in instance.event_log_storage.get_asset_check_execution_history(key, limit=history):
+        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event \
+            else None
+        target = getattr(evaluation, "target_materialization_data", None)
+        if target is not None and target.storage_id == storage_id:
+            return record.status
+    return None
 
 
 def mined_round_state(instance: dg.DagsterInstance, round_name: str,
@@ -133,16 +164,13 @@ def mined_round_state(instance: dg.DagsterInstance, round_name: str,
     if not records:
         return MinedRoundState(round_name)
     storage_id = records[0].storage_id
-    infos = {i.check_key: i for i in instance.event_log_storage.get_asset_check_partition_info(
-        list(check_keys), partition_keys=[round_name]) if i.partition_key == round_name}
     failed, pending = [], []
     for key in check_keys:
-        info = infos.get(key)
-        if (info is None or info.latest_execution_status == Status.PLANNED
-                or info.latest_target_materialization_storage_id != storage_id):
-            pending.append(key.name)
-        elif info.latest_execution_status == Status.FAILED:
+        status = _check_status_for(instance, key, storage_id)
+        if status == Status.FAILED:
             failed.append(key.name)
+        elif status != Status.SUCCEEDED:
+            pending.append(key.name)
     return MinedRoundState(round_name, storage_id, tuple(failed), tuple(pending))
 
 

@@ -112,7 +112,7 @@ def test_followers_are_eager_once_upstream_checks_pass(defs):
     graph = defs.resolve_asset_graph()
     labels = {k.to_user_string(): graph.get(k).automation_condition for k in graph.get_all_asset_keys()}
     assert {k for k, c in labels.items() if c is not None} == set(automation.FOLLOWERS)
-    assert all(labels[k].get_label() == "eager, upstream checks passed" for k in automation.FOLLOWERS)
+    assert all(labels[k].get_label() == "eager, no upstream blocking check failed" for k in automation.FOLLOWERS)
 
     with dg.DagsterInstance.ephemeral() as instance:
         first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
@@ -122,9 +122,9 @@ def test_followers_are_eager_once_upstream_checks_pass(defs):
         _materialise_with_checks(instance, defs, "pose_pool", str(_key("r0", "s0001")),
                                  failing="visible_keypoints_inside_image")
         second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-        # s0000: its images; not yet its curation (raw_generations' checks have not passed);
-        # s0001: pose_pool failed a blocking check, nothing follows
-        assert _requested(second) == {("raw_generations", "r0|s0000")}
+        # s0000: its images and curation in one run (a failed check there stops the curation
+        # step); s0001: pose_pool failed a blocking check, nothing follows
+        assert _requested(second) == {("raw_generations", "r0|s0000"), ("filtered_shards", "r0|s0000")}
 
         third = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor)
         assert third.total_requested == 0  # handled: not requested again
@@ -135,8 +135,8 @@ def test_followers_are_eager_once_upstream_checks_pass(defs):
                                  failing="raw_generations_sizes")
         _materialise_with_checks(instance, defs, "raw_generations", str(_key("r0", "s0000")))
         fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
-        # s0000 is curated; s0002's images failed a blocking check: held back; mined_hard_set[r0]
-        # waits for every shard of the round
+        # s0000's images updated: curated again; s0002's images failed a blocking check: held
+        # back; mined_hard_set[r0] waits for every shard of the round
         assert _requested(fourth) == {("filtered_shards", "r0|s0000")}
 
 
