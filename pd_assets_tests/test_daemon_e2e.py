@@ -47,6 +47,9 @@ def _wait_for_webserver(server: _Server, daemon: subprocess.Popen, daemon_log: P
         try:
             locs = server.graphql(WORKSPACE_QUERY)["workspaceOrError"].get("locationEntries", [])
             if locs and all(e["loadStatus"] == "LOADED" for e in locs):
+                errors = [e["locationOrLoadError"] for e in locs
+                          if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]
+                assert not errors, f"code location failed to load: {errors}"
                 return
         except OSError:
             pass
@@ -66,6 +69,9 @@ def test_a_round_backfill_then_automation_then_the_next_round(tmp_path):
     home.mkdir()
     data.mkdir()
     shutil.copy(REPO / "resources" / "dagster.yaml", home / "dagster.yaml")
+    # create the SQLite storage once, here: the webserver's and the daemon's code servers would
+    # otherwise both create it at the same moment (two alembic heads, a location load error)
+    dg.DagsterInstance.from_config(str(home)).dispose()
     env = dict(os.environ, DAGSTER_HOME=str(home), PD_DATA_ROOT=str(data), PD_PROFILE="ci",
                PD_GENERATOR_BACKEND="render", PD_NUM_SHARDS=str(len(SHARDS)), PD_NUM_ROUNDS="2",
                PD_AUTOMATION="on", PD_AUTOMATION_INTERVAL_S="5", PD_ROUND_SENSOR_INTERVAL_S="5",
