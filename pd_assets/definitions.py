@@ -12,6 +12,7 @@ from pd_assets.known_warnings import silence_known_dagster_warnings
 
 silence_known_dagster_warnings()  # before the stages below define their assets and checks
 
+from pd_assets.alignment.assets import ALIGNMENT_ASSETS, ALIGNMENT_CHECKS  # noqa: E402
 from pd_assets.curation.assets import CURATION_ASSETS  # noqa: E402
 from pd_assets.curation.checks import CURATION_CHECKS  # noqa: E402
 from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS  # noqa: E402
@@ -33,8 +34,8 @@ generate_dataset_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *CURATION_ASSETS, *MINING_ASSETS],
-    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *CURATION_CHECKS, *MINING_CHECKS],
+    assets=[*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *ALIGNMENT_ASSETS, *CURATION_ASSETS, *MINING_ASSETS],
+    asset_checks=[*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *ALIGNMENT_CHECKS, *CURATION_CHECKS, *MINING_CHECKS],
     jobs=[generate_dataset_job],
     resources=resources_for_profile(),
 )

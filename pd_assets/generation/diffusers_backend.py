@@ -70,6 +70,7 @@ class DiffusersConfig:
     variant: str | None = None
     token: str | None = field(default=None, repr=False)  # hub token; never recorded
     control_adapter: str = ""  # the control_adapter version whose weights these are, if any
+    aligned_checkpoint: str = ""  # the aligned_checkpoint version whose DPO LoRA is stacked, if any
 
     def cache_key(self) -> str:
         d = asdict(self)
@@ -153,6 +154,7 @@ class DiffusersGenerator:
                 "model_id": cfg.model,
                 "model_hash": content_hash(self._model_dir),
                 "control_adapter": cfg.control_adapter,
+                "aligned_checkpoint": cfg.aligned_checkpoint,
                 # path#weight_name when one file of a folder is loaded; its hash is that file's
                 "lora_paths": [lo.path + (f"#{lo.weight_name}" if lo.weight_name and p.is_dir() else "")
                                for lo, p in zip(cfg.loras, self._lora_paths, strict=True)],
