@@ -1,6 +1,5 @@
 """Dagster wiring of stage 4: `dpo_preferences`, `aligned_checkpoint` and its blocking check."""
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -165,15 +164,13 @@ def evaluate_not_worse(oks_base: float, oks_aligned: float, max_drop: float) -> 
 def aligned_not_worse(context: dg.AssetCheckExecutionContext, alignment: AlignmentResource,
                       dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
     from pd_assets.alignment.pipeline import ALIGNED_DIR
-    from pd_assets.generation.adapter_store import PASSED
+    from pd_assets.generation.adapter_store import latest_materialized_report, mark_passed
 
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("aligned_checkpoint"))
-    version = event.asset_materialization.metadata["version"].value
-    vdir = dataset_store.root_path() / ALIGNED_DIR / version
-    ev = json.loads((vdir / "report.json").read_text())["evaluation"]
+    vdir, report = latest_materialized_report(context.instance, ALIGNED_DIR, dataset_store.root_path(), "report.json")
+    ev = report["evaluation"]
     ok, why = evaluate_not_worse(ev["oks_base"], ev["oks_aligned"], alignment.max_oks_drop)
-    if ok:  # generator.aligned=latest only picks checkpoints that passed
-        atomic_write_json(vdir / PASSED, {"version": version, "why": why})
+    if ok:
+        mark_passed(vdir, why)
     return dg.AssetCheckResult(passed=ok, description=why, metadata={
         "oks_base": ev["oks_base"], "oks_aligned": ev["oks_aligned"], "p_value": ev["p_value"],
         "max_oks_drop": alignment.max_oks_drop})

@@ -87,7 +87,7 @@ def preference_tensors(pairs: pl.DataFrame, prefs_dir: Path, train_dir: Path, pa
     from pd_assets.generation.generator import control_to_image
     from pd_assets.safe_io import read_label_rows, resolve_inside
 
-    labels = {r["sample_id"]: r for r in read_label_rows(train_dir / "labels.parquet")}
+    labels = {r["sample_id"]: r for r in read_label_rows(train_dir, "materialise dpo_preferences again")}
 
     def image(k: int, cid: str) -> np.ndarray:
         with Image.open(prefs_dir / "candidates" / f"k{k}" / "images" / f"{cid}.png") as im:

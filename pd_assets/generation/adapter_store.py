@@ -105,3 +105,21 @@ def resolve_aligned(spec: str, root: Path) -> tuple[Path, dict[str, Any]] | None
     except (OSError, ValueError) as exc:
         raise AdapterNotFoundError(f"generator.aligned={spec!r}: {vdir / 'report.json'} is missing or unreadable "
                                    f"({exc}): point it at a finished aligned_checkpoint/<version> folder") from exc
+
+
+def latest_materialized_report(instance, asset_key: str, root: Path, report: str) -> tuple[Path, dict[str, Any]]:
+    """(version folder, its report) of the newest materialisation of a versioned asset
+    (control_adapter, aligned_checkpoint): what its blocking check judges."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset_key))
+    version = event.asset_materialization.metadata["version"].value
+    vdir = store_path(Path(root), asset_key, version, what=f"{asset_key} version folder")
+    return vdir, json.loads((vdir / report).read_text())
+
+
+def mark_passed(vdir: Path, why: str) -> None:
+    """Record that a version passed its blocking check: `latest` only resolves to such."""
+    from pd_assets.storage import atomic_write_json
+
+    atomic_write_json(Path(vdir) / PASSED, {"version": Path(vdir).name, "why": why})
