@@ -108,7 +108,6 @@ class DiffusersGenerator:
         check_combination(config.family, self._model_dir, self._controlnet_dirs,
                           [c.path_or_id for c in config.controlnets])
         self._fields: dict[str, Any] | None = None
-        self._cache_key = config.cache_key()
 
     @staticmethod
     def _subfolder(path: Path, sub: str | None) -> Path:
@@ -194,7 +193,11 @@ class DiffusersGenerator:
     # ---- generation -------------------------------------------------------------
     @property
     def pipeline(self):
-        key = self._cache_key
+        # the weights' content hashes are part of the key: a folder re-written in place (a
+        # retrained adapter) must load again, not reuse the old weights under new provenance
+        fields = self.provenance_fields()
+        key = json.dumps([self.config.cache_key(), fields["model_hash"], fields["controlnet_hashes"],
+                          fields["lora_hashes"]])
         if key not in _PIPELINES:
             started = time.perf_counter()
             _PIPELINES[key] = load_pipeline(self.config, self._model_dir, self._controlnet_dirs,
