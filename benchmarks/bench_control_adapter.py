@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--eval-at", default="10,20,40,60,80", help="denoiser minutes at which to evaluate")
     ap.add_argument("--stop-when-met", action="store_true",
                     help="stop training at the first evaluation that reaches the issue's targets")
+    ap.add_argument("--eval-only", action="store_true",
+                    help="no training: evaluate the model the last run saved in OUT/model (a fresh process)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/control_adapter"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -83,6 +85,19 @@ def main() -> int:
           f"OKS mean {fmt(ceiling.oks_mean)} median {fmt(ceiling.oks_median)}, pass rate {ceiling.pass_rate:.3f} "
           f"({time.perf_counter() - t:.0f} s to score)", flush=True)
 
+    if args.eval_only:
+        gen = GeneratorResource(
+            backend="diffusers", model=str(args.out / "model" / "pipeline"), family="sd15", steps=20, guidance=1.0,
+            controlnets=[ControlNetConfig(path_or_id=str(args.out / "model" / "controlnet-pncc"), control="pncc")],
+            dtype="float32", batch_size=16).build("cpu")
+        ev, records = evaluate_generator(gen, pose_dir, args.out / "eval-final", detector, calibration, thresholds,
+                                         round_name=held_round, shard=held_shard, project_seed=0, log=LOG)
+        contact_sheet_for(pose_dir, args.out / "eval-final", records, n=12).save(args.out / "contact_sheet.png")
+        print(f"[final model] detected {ev.num_detected}/{ev.num_images} ({ev.detection_rate:.2f}), OKS mean "
+              f"{fmt(ev.oks_mean)} median {fmt(ev.oks_median)}, pass rate {ev.pass_rate:.3f}, "
+              f"{ev.images_per_second:.2f} img/s", flush=True)
+        detector.close()
+        return 0
     pairs = pairs_from_partitions(args.root, [tuple(k.split("|")) for k in train_keys], ("pncc",), min_pairs=64)
     print(f"{len(pairs)} training pairs at {pairs.size[0]}x{pairs.size[1]} from {len(train_keys)} partitions", flush=True)
     work, model_out = args.out / "work", args.out / "model"

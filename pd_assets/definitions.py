@@ -13,6 +13,7 @@ from pd_assets.known_warnings import silence_known_dagster_warnings
 
 silence_known_dagster_warnings()  # before the stages below define their assets and checks
 
+from pd_assets.alignment.assets import ALIGNMENT_ASSETS, ALIGNMENT_CHECKS  # noqa: E402
 from pd_assets.automation import automation_definitions  # noqa: E402
 from pd_assets.curation.assets import CURATION_ASSETS  # noqa: E402
 from pd_assets.curation.checks import CURATION_CHECKS  # noqa: E402
@@ -35,8 +36,8 @@ generate_dataset_job = dg.define_asset_job(
     description="Sample labelled bodies, generate images, filter and shard them (one partition per run).",
 )
 
-ASSETS = [*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *CURATION_ASSETS, *MINING_ASSETS]
-CHECKS = [*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *CURATION_CHECKS, *MINING_CHECKS]
+ASSETS = [*POSES_ASSETS, *GENERATION_ASSETS, *ADAPTER_ASSETS, *ALIGNMENT_ASSETS, *CURATION_ASSETS, *MINING_ASSETS]
+CHECKS = [*POSES_CHECKS, *GENERATION_CHECKS, *ADAPTER_CHECKS, *ALIGNMENT_CHECKS, *CURATION_CHECKS, *MINING_CHECKS]
 # eager conditions on the followers, the automation and round sensors, the growth schedule
 AUTOMATED_ASSETS, SENSORS, SCHEDULES = automation_definitions(ASSETS, CHECKS)
 

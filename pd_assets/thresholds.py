@@ -94,10 +94,7 @@ DIFFICULTY_BINS = ((0.8, "low"), (0.6, "medium"), (0.4, "high"), (float("-inf"),
 DISK_SPACE_MARGIN = 1.25
 
 # ---- control adapter (stage 3: the generator's control) ---------------------------------
-# A detection is a genuine person only when at least this many of its 17 COCO keypoints
-# lie inside the image: on blurry images mediapipe returns "people" whose keypoints sit far
-# outside the frame (environment.md, second from-scratch try: 22/64 such, every one OKS 0).
-MIN_KEYPOINTS_INSIDE = 12
+# (a genuine detection: MIN_KEYPOINTS_INSIDE of 17 keypoints inside the image, above)
 # Floors of the control_adapter's blocking check on held-out controls (issue 7's targets
 # for a generator trained from scratch at 128 px on 2 CPU cores: detection rate >= 0.5 and
 # median OKS over detections >= 0.5; the render backend reaches 52/64 and 0.883 there).

@@ -143,3 +143,60 @@ def test_genuine_detections_need_keypoints_inside_the_image():
     assert ev.num_detected == 2 and ev.detection_rate == 0.5
     assert ev.oks_median == pytest.approx(0.7) and ev.oks_mean_all == pytest.approx((0.9 + 0.5) / 4)
     assert ev.pass_rate == 0.25 and ev.images_per_second == 2.0
+
+
+# ---- alignment on the adapter (ci profile: relaxed pair rules, 2 DPO steps) -------------------
+
+@pytest.fixture(scope="module")
+def aligned_run(adapter_run):
+    from pd_assets.alignment.assets import ALIGNMENT_ASSETS, ALIGNMENT_CHECKS
+
+    root, res, _ = adapter_run
+    result = dg.materialize([*ALIGNMENT_ASSETS, *ALIGNMENT_CHECKS], resources=res, raise_on_error=False)
+    return root, res, result
+
+
+def test_alignment_assets_materialise_with_their_records(aligned_run):
+    root, res, result = aligned_run
+    assert result.success
+    metas = {e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()}
+    prefs = root / "dpo_preferences" / metas["dpo_preferences"]["version"].value
+    candidates = pl.read_parquet(prefs / "candidates.parquet")
+    # 4 train conditions x K=2 candidates, each with its own recorded seed
+    assert candidates.height == 8 and candidates["seed"].n_unique() == 8
+    pairs = pl.read_parquet(prefs / "pairs.parquet")
+    assert pairs.height == metas["dpo_preferences"]["num_pairs"].value >= 1
+    assert (pairs["winner_k"] != pairs["loser_k"]).all()
+    # conditions come from their own seed namespace: never the dataset's samples
+    train_labels = pl.read_parquet(prefs / "conditions" / "train" / "labels.parquet")
+    dataset_labels = pl.read_parquet(root / "pose_pool" / "r0" / "s0000" / "labels.parquet")
+    assert set(train_labels["seed"]).isdisjoint(set(dataset_labels["seed"]))
+    aligned = root / "aligned_checkpoint" / metas["aligned_checkpoint"]["version"].value
+    report = json.loads((aligned / "report.json").read_text())
+    assert report["training"]["steps"] == 2 and (aligned / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    evaluation = pl.read_parquet(aligned / "evaluation.parquet")
+    assert evaluation.height == 3 and {"score", "score_aligned"} <= set(evaluation.columns)
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+
+
+def test_generator_stacks_the_latest_aligned_checkpoint(aligned_run, tmp_path):
+    root, _, result = aligned_run
+    version = {e.asset_key.to_user_string(): e.materialization.metadata
+               for e in result.get_asset_materialization_events()}["aligned_checkpoint"]["version"].value
+    gen = GeneratorResource(backend="diffusers", control_adapter="latest", aligned="latest", steps=2, guidance=1.0,
+                            dtype="float32").build("cpu", batch_size=4, store_root=root)
+    generate_partition(gen, root / "pose_pool" / "r0" / "s0001", tmp_path / "gen", round_name="r0", shard="s0001",
+                       project_seed=0, image_size=lambda w, h: (w, h))
+    prov = pl.read_parquet(tmp_path / "gen" / "provenance.parquet")
+    assert prov["aligned_checkpoint"].unique().to_list() == [version]
+    from pd_assets.generation.weights import content_hash
+    lora = root / "aligned_checkpoint" / version / "lora" / "pytorch_lora_weights.safetensors"
+    assert prov["lora_hashes"][0].to_list() == [content_hash(lora)]
+
+
+def test_aligned_check_logic_by_hand():
+    from pd_assets.alignment.assets import evaluate_not_worse
+
+    assert evaluate_not_worse(0.60, 0.59, 0.02)[0]
+    ok, why = evaluate_not_worse(0.60, 0.55, 0.02)
+    assert not ok and "fell by 0.0500" in why

@@ -54,7 +54,7 @@ def synthetic_run(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     result = _materialize(root, instance=instance)
     progress = [(e.level, e.user_message) for e in instance.all_logs(result.run_id)
-                if e.user_message.startswith("curated ")]
+                if e.user_message.startswith("detected ")]
     return root, ids, result, progress
 
 
@@ -85,7 +85,7 @@ def test_progress_is_logged_at_info_like_the_other_stages(synthetic_run):
     import logging
 
     *_, progress = synthetic_run
-    assert progress == [(logging.INFO, "curated 4/6 samples"), (logging.INFO, "curated 6/6 samples")]
+    assert progress == [(logging.INFO, "detected 4/6 samples"), (logging.INFO, "detected 6/6 samples")]
 
 
 def test_blocking_checks_pass_and_the_shard_is_valid_even_if_empty(synthetic_run):

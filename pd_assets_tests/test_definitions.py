@@ -48,7 +48,7 @@ def test_partition_counts_are_configuration():
 def test_unknown_profile_is_a_clear_error():
     from resources.profiles import resources_for_profile
 
-    with pytest.raises(ValueError, match="not one of local, ci, gpu"):
+    with pytest.raises(ValueError, match="not one of local, local-diffusion, ci, gpu"):
         resources_for_profile("staging")
 
 

@@ -328,3 +328,17 @@ def test_unreadable_model_json_is_an_error_naming_the_file(tmp_path, tiny):
     (model / "model_index.json").write_text("[1, 2]")
     with pytest.raises(GeneratorError, match="model_index.json"):
         check_combination("sd15", model, [tiny / "controlnet-pncc"], ["pncc"])
+
+
+def test_weights_rewritten_in_place_are_loaded_again(tiny, tmp_path):
+    # a retrained control adapter is written to the same folder: the process-wide pipeline
+    # cache must not hand out the old weights under the new provenance
+    copy = tmp_path / "model"
+    shutil.copytree(tiny, copy)
+    first = DiffusersGenerator(_config(copy, controlnets=(ControlNetSpec(str(copy / "controlnet-pncc"), "pncc"),)))
+    old_pipe, old_hash = first.pipeline, first.provenance_fields()["controlnet_hashes"]
+    weights = "diffusion_pytorch_model.safetensors"
+    (copy / "controlnet-pncc" / weights).write_bytes((copy / "controlnet-skeleton" / weights).read_bytes())
+    second = DiffusersGenerator(_config(copy, controlnets=(ControlNetSpec(str(copy / "controlnet-pncc"), "pncc"),)))
+    assert second.provenance_fields()["controlnet_hashes"] != old_hash
+    assert second.pipeline is not old_pipe

@@ -39,6 +39,6 @@ def test_controls_are_validated_and_mask_is_always_written():
 def test_profiles_differ_only_in_resources():
     local, ci = resources_for_profile("local"), resources_for_profile("ci")
     assert set(local) == set(ci) == {"compute", "dataset_store", "body_model", "pose_sampling",
-                                     "generator", "keypoint_detector", "mining"}
+                                     "generator", "keypoint_detector", "mining", "control_adapter", "alignment"}
     assert (ci["pose_sampling"].width, ci["pose_sampling"].samples_per_shard) == (128, 8)
     assert local["generator"].backend == "render" and ci["generator"].backend == "diffusers"

@@ -114,6 +114,11 @@ class GeneratorResource(dg.ConfigurableResource):
         description="diffusers: `latest` (the newest control_adapter that passed its checks) or a "
                     "control_adapter/<version> folder; replaces model, family and controlnets",
     )
+    aligned: str = Field(
+        default="none",
+        description="DPO alignment LoRA: `latest` (newest aligned_checkpoint that passed its check), `none`, "
+                    "or an aligned_checkpoint/<version> folder; stacked on top of `loras`",
+    )
     strict: bool = Field(
         default=False,
         description="fail the whole partition when a sample's control map is missing, unreadable or "
@@ -154,6 +159,17 @@ class GeneratorResource(dg.ConfigurableResource):
         model, family, controlnets, adapter = self.model, self.family, self.controlnets, ""
         if self.control_adapter:
             model, family, controlnets, adapter = self._adapter_weights(store_root)
+        loras, aligned = list(self.loras), ""
+        if self.aligned not in ("", "none"):
+            from pathlib import Path
+
+            from pd_assets.generation.adapter_store import resolve_aligned
+
+            if self.aligned == "latest" and store_root is None:
+                raise ValueError("generator.aligned=latest needs the dataset store root to look it up")
+            vdir, report = resolve_aligned(self.aligned, Path(store_root) if store_root else Path("."))
+            loras.append(LoraConfig(path=str(vdir / "lora" / "pytorch_lora_weights.safetensors"), scale=1.0))
+            aligned = report["version"]
         if not model:
             raise ValueError(
                 "generator.backend=diffusers but generator.model is unset: set it (or PD_GENERATOR_MODEL in "
@@ -161,9 +177,9 @@ class GeneratorResource(dg.ConfigurableResource):
             )
         dtype_name = self.dtype or (str(dtype).replace("torch.", "") if dtype is not None else "float32")
         cfg = DiffusersConfig(
-            model=model, family=family, control_adapter=adapter,
+            model=model, family=family, control_adapter=adapter, aligned_checkpoint=aligned,
             controlnets=tuple(ControlNetSpec(c.path_or_id, c.control, c.scale, c.subfolder) for c in controlnets),
-            loras=tuple(LoraSpec(lo.path, lo.scale, lo.weight_name) for lo in self.loras),
+            loras=tuple(LoraSpec(lo.path, lo.scale, lo.weight_name) for lo in loras),
             scheduler=self.scheduler, steps=self.steps, guidance=self.guidance,
             negative_prompt=self.negative_prompt, dtype=dtype_name, device=device,
             cpu_offload=self.cpu_offload, attention_slicing=self.attention_slicing,

@@ -36,6 +36,7 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
         raise ValueError(f"profile {profile!r} is not one of {', '.join(PROFILES)}")
     # anny reads its cache location from the environment at import time
     os.environ.setdefault("ANNY_CACHE_DIR", str(anny_cache_dir()))
+    from resources.alignment import AlignmentResource
     from resources.control_adapter import ControlAdapterResource
     from resources.generator import GeneratorResource
     from resources.keypoint_detector import KeypointDetectorResource
@@ -66,6 +67,7 @@ def resources_for_profile(profile: str | None = None) -> dict[str, object]:
                       else GeneratorResource.for_profile(profile)),
         "keypoint_detector": KeypointDetectorResource.for_profile("local" if profile == "local-diffusion" else profile),
         "control_adapter": ControlAdapterResource.for_profile(profile),
+        "alignment": AlignmentResource.for_profile(profile),
         # ci: a small candidate pool and leaves that still split a few dozen samples
         "mining": {"local": MiningResource(), "local-diffusion": MiningResource(),
                    "ci": MiningResource(pool_multiple=4.0, min_data_in_leaf=5),

@@ -33,7 +33,7 @@ def dpo_loss(err_theta_w: torch.Tensor, err_ref_w: torch.Tensor, err_theta_l: to
     if sft_weight:
         loss = loss + sft_weight * err_theta_w
     return loss.mean(), {
-        "reward_accuracy": float((delta < 0).float().mean()),
-        "reward_margin": float(margin.mean()),
-        "dpo_term": float(-F.logsigmoid(margin).mean()),
+        "reward_accuracy": float((delta.detach() < 0).float().mean()),
+        "reward_margin": float(margin.detach().mean()),
+        "dpo_term": float(-F.logsigmoid(margin.detach()).mean()),
     }

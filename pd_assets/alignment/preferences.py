@@ -3,7 +3,8 @@
 Winner = the candidate with the highest OKS, loser = the lowest; the pair is kept when
 the gap is >= `min_gap` and the winner's OKS >= `min_winner_oks`. A candidate with no
 genuine person (no detection, or one whose keypoints lie outside the image) scores 0.
-Ties: the lower candidate index wins (and loses), so the choice is deterministic.
+Ties: among equal best scores the lowest candidate index wins, among equal worst scores
+the highest index loses, so the choice is deterministic and the two always differ.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def select_pair(scores: list[float], rule: PairRule = PairRule()) -> tuple[int, 
     if len(scores) < 2:
         return "fewer than 2 candidates"
     winner = max(range(len(scores)), key=lambda i: (scores[i], -i))
-    loser = min(range(len(scores)), key=lambda i: (scores[i], i))
+    loser = min(range(len(scores)), key=lambda i: (scores[i], -i))
     if scores[winner] < rule.min_winner_oks:
         return f"best OKS {scores[winner]:.3f} < {rule.min_winner_oks}"
     gap = scores[winner] - scores[loser]

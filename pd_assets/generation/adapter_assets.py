@@ -4,12 +4,12 @@
 import dagster as dg
 
 from pd_assets.generation.adapter_build import build_adapter_version, load_pairs
-from pd_assets.generation.adapter_store import PASSED, REPORT, version_dir
 from pd_assets.executors import gpu_op_tags
+from pd_assets.generation.adapter_store import REPORT, latest_materialized_report, mark_passed
 from pd_assets.generation.assets import GPU_POOL
 from pd_assets.partitions import split_key
 from pd_assets.previews import markdown_image
-from pd_assets.storage import atomic_write_json, partition_lock
+from pd_assets.storage import partition_lock
 from resources.compute import ComputeResource
 from resources.control_adapter import ControlAdapterResource
 from resources.dataset_store import DatasetStoreResource
@@ -120,16 +120,12 @@ def evaluate_adapter_floors(evaluation: dict, min_detection_rate: float, min_med
                 description="Held-out detection rate and median OKS above the configured floors")
 def control_adapter_meets_floors(context: dg.AssetCheckExecutionContext, control_adapter: ControlAdapterResource,
                                  dataset_store: DatasetStoreResource) -> dg.AssetCheckResult:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("control_adapter"))
-    version = event.asset_materialization.metadata["version"].value
-    vdir = version_dir(dataset_store.root_path(), version)
-    import json
-
-    report = json.loads((vdir / REPORT).read_text())
+    vdir, report = latest_materialized_report(context.instance, "control_adapter", dataset_store.root_path(), REPORT)
+    version = vdir.name
     ok, why = evaluate_adapter_floors(report["evaluation"], control_adapter.min_detection_rate,
                                       control_adapter.min_median_oks)
-    if ok:  # the generator's `control_adapter=latest` only picks versions that passed
-        atomic_write_json(vdir / PASSED, {"version": version, "why": why})
+    if ok:
+        mark_passed(vdir, why)
     return dg.AssetCheckResult(passed=ok, description=why, metadata={
         "version": version, "detection_rate": report["evaluation"]["detection_rate"],
         "oks_median": report["evaluation"]["oks_median"] if report["evaluation"]["oks_median"] is not None else "none",

@@ -20,13 +20,12 @@ from pd_assets.thresholds import MIN_KEYPOINTS_INSIDE  # noqa: E402  (re-exporte
 
 
 def keypoints_inside(det_keypoints2d, width: int, height: int) -> int:
-    """How many of the 17 detected keypoints lie inside the image (pixel borders)."""
+    """How many of the 17 detected keypoints lie inside the image (curation's own rule)."""
+    from pd_assets.curation.scores import keypoints_inside as inside
+
     if det_keypoints2d is None:
         return 0
-    kp = np.asarray(det_keypoints2d, dtype=np.float64).reshape(-1, 2)
-    ok = np.isfinite(kp).all(axis=1) & (kp[:, 0] >= -0.5) & (kp[:, 0] <= width - 0.5) \
-        & (kp[:, 1] >= -0.5) & (kp[:, 1] <= height - 0.5)
-    return int(ok.sum())
+    return int(inside(np.asarray(det_keypoints2d, dtype=np.float64).reshape(-1, 2), width, height).sum())
 
 
 @dataclass

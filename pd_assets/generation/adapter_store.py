@@ -57,12 +57,13 @@ def read_report(vdir: Path) -> dict[str, Any]:
         raise AdapterNotFoundError(f"{path} is unreadable ({exc}): materialise control_adapter again") from exc
 
 
-def passed_versions(root: Path) -> list[Path]:
-    """Finished versions whose blocking check passed, oldest pass first."""
-    base = Path(root) / ADAPTER_DIR
+def passed_versions(root: Path, asset_dir: str = ADAPTER_DIR, report: str = REPORT) -> list[Path]:
+    """Finished versions (of control_adapter, or of aligned_checkpoint) whose blocking check
+    passed, oldest pass first."""
+    base = Path(root) / asset_dir
     if not base.is_dir():
         return []
-    found = [p for p in base.iterdir() if (p / REPORT).is_file() and (p / PASSED).is_file()]
+    found = [p for p in base.iterdir() if (p / report).is_file() and (p / PASSED).is_file()]
     return sorted(found, key=lambda p: ((p / PASSED).stat().st_mtime_ns, p.name))
 
 
@@ -83,3 +84,42 @@ def resolve_adapter(spec: str, root: Path) -> tuple[Path, dict[str, Any]]:
             raise AdapterNotFoundError(f"generator.control_adapter={spec!r} is not a folder: set it to `latest` or to "
                                        f"a {ADAPTER_DIR}/<version> folder")
     return vdir, read_report(vdir)
+
+
+def resolve_aligned(spec: str, root: Path) -> tuple[Path, dict[str, Any]] | None:
+    """(version folder, report.json) of the aligned checkpoint `latest` | `none` | a folder."""
+    if spec in ("", "none"):
+        return None
+    if spec == "latest":
+        versions = passed_versions(root, "aligned_checkpoint", "report.json")
+        if not versions:
+            raise AdapterNotFoundError(
+                f"generator.aligned=latest but no aligned_checkpoint under {Path(root) / 'aligned_checkpoint'} has "
+                "passed its check: materialise dpo_preferences and aligned_checkpoint, or set generator.aligned=none"
+            )
+        vdir = versions[-1]
+    else:
+        vdir = Path(spec).expanduser()
+    try:
+        return vdir, json.loads((vdir / "report.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise AdapterNotFoundError(f"generator.aligned={spec!r}: {vdir / 'report.json'} is missing or unreadable "
+                                   f"({exc}): point it at a finished aligned_checkpoint/<version> folder") from exc
+
+
+def latest_materialized_report(instance, asset_key: str, root: Path, report: str) -> tuple[Path, dict[str, Any]]:
+    """(version folder, its report) of the newest materialisation of a versioned asset
+    (control_adapter, aligned_checkpoint): what its blocking check judges."""
+    import dagster as dg
+
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset_key))
+    version = event.asset_materialization.metadata["version"].value
+    vdir = store_path(Path(root), asset_key, version, what=f"{asset_key} version folder")
+    return vdir, json.loads((vdir / report).read_text())
+
+
+def mark_passed(vdir: Path, why: str) -> None:
+    """Record that a version passed its blocking check: `latest` only resolves to such."""
+    from pd_assets.storage import atomic_write_json
+
+    atomic_write_json(Path(vdir) / PASSED, {"version": Path(vdir).name, "why": why})

@@ -237,8 +237,8 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
                                            work, device, log, train_unet=train_unet)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(cfg.controls))
-    pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets[first]}, out)
-    cn_dirs = {first: cn_dir.rename(out / f"controlnet-{first}")}
+    pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets[first]}, out, first)
+    cn_dirs = {first: cn_dir}
     for name, cn in controlnets.items():
         if name != first:
             cn.save_pretrained(out / f"controlnet-{name}", safe_serialization=True)

@@ -70,6 +70,7 @@ class DiffusersConfig:
     variant: str | None = None
     token: str | None = field(default=None, repr=False)  # hub token; never recorded
     control_adapter: str = ""  # the control_adapter version whose weights these are, if any
+    aligned_checkpoint: str = ""  # the aligned_checkpoint version whose DPO LoRA is stacked, if any
 
     def cache_key(self) -> str:
         d = asdict(self)
@@ -107,7 +108,6 @@ class DiffusersGenerator:
         check_combination(config.family, self._model_dir, self._controlnet_dirs,
                           [c.path_or_id for c in config.controlnets])
         self._fields: dict[str, Any] | None = None
-        self._cache_key = config.cache_key()
 
     @staticmethod
     def _subfolder(path: Path, sub: str | None) -> Path:
@@ -153,6 +153,7 @@ class DiffusersGenerator:
                 "model_id": cfg.model,
                 "model_hash": content_hash(self._model_dir),
                 "control_adapter": cfg.control_adapter,
+                "aligned_checkpoint": cfg.aligned_checkpoint,
                 # path#weight_name when one file of a folder is loaded; its hash is that file's
                 "lora_paths": [lo.path + (f"#{lo.weight_name}" if lo.weight_name and p.is_dir() else "")
                                for lo, p in zip(cfg.loras, self._lora_paths, strict=True)],
@@ -192,7 +193,11 @@ class DiffusersGenerator:
     # ---- generation -------------------------------------------------------------
     @property
     def pipeline(self):
-        key = self._cache_key
+        # the weights' content hashes are part of the key: a folder re-written in place (a
+        # retrained adapter) must load again, not reuse the old weights under new provenance
+        fields = self.provenance_fields()
+        key = json.dumps([self.config.cache_key(), fields["model_hash"], fields["controlnet_hashes"],
+                          fields["lora_hashes"]])
         if key not in _PIPELINES:
             started = time.perf_counter()
             _PIPELINES[key] = load_pipeline(self.config, self._model_dir, self._controlnet_dirs,

@@ -122,7 +122,7 @@ class RenderGenerator:
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
         return {
             "backend": self.backend, "family": "render", "model_id": f"render-v{_VERSION}",
-            "model_hash": digest, "control_adapter": "",  # no trained adapter: the provenance check needs a value
+            "model_hash": digest, "control_adapter": "", "aligned_checkpoint": "",
             "lora_paths": [], "lora_hashes": [], "lora_scales": [],
             "controlnet_ids": [], "controlnet_hashes": [], "control_types": ["shaded"],
             "control_scales": [1.0], "scheduler": "none", "steps": 0, "guidance": 0.0,

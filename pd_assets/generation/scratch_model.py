@@ -122,8 +122,9 @@ def build_parts(cfg: ScratchModelConfig, tmp: Path) -> dict:
             "scheduler": build_scheduler(cfg)}
 
 
-def save_pipeline(parts: dict, out: Path) -> tuple[Path, Path]:
-    """Write `out/pipeline` (SD 1.5 family) and `out/controlnet`; returns both folders."""
+def save_pipeline(parts: dict, out: Path, control: str = "pncc") -> tuple[Path, Path]:
+    """Write `out/pipeline` (SD 1.5 family) and `out/controlnet-{control}`, replacing what is
+    there; returns both folders."""
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
@@ -131,5 +132,5 @@ def save_pipeline(parts: dict, out: Path) -> tuple[Path, Path]:
         scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
-    parts["controlnet"].save_pretrained(out / "controlnet", safe_serialization=True)
-    return out / "pipeline", out / "controlnet"
+    parts["controlnet"].save_pretrained(out / f"controlnet-{control}", safe_serialization=True)
+    return out / "pipeline", out / f"controlnet-{control}"

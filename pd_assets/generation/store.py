@@ -50,7 +50,7 @@ LABEL_COLUMNS = ("sample_id", "index", "prompt", "negative_prompt", "width", "he
 PROVENANCE_SCHEMA: dict[str, Any] = {
     "sample_id": pl.String, "image_path": pl.String, "image_sha256": pl.String,
     "backend": pl.String, "family": pl.String, "model_id": pl.String, "model_hash": pl.String,
-    "control_adapter": pl.String,
+    "control_adapter": pl.String, "aligned_checkpoint": pl.String,
     "lora_paths": pl.List(pl.String), "lora_hashes": pl.List(pl.String), "lora_scales": pl.List(pl.Float64),
     "controlnet_ids": pl.List(pl.String), "controlnet_hashes": pl.List(pl.String),
     "control_types": pl.List(pl.String), "control_scales": pl.List(pl.Float64),

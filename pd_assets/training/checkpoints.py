@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pd_assets.storage import atomic_directory
@@ -96,7 +97,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ema_file = path / "ema.safetensors"
         ema = load_file(str(ema_file)) if ema_file.is_file() else None
         optimizer = unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), info.pop("optimizer"))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
         raise CheckpointError(
             f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}): delete that folder to resume "
             "from the one before it, or delete the whole checkpoint folder to start over"
