@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 
 import dagster as dg
 
+from pd_assets.executors import positive_int_env
 from pd_assets.partitions import round_partitions, shard_partitions
 from pd_assets.round_progress import MinedRoundState, plan_growth, plan_round_starts
 
@@ -36,17 +37,6 @@ ALIGNMENT_REFRESH = {"dpo_preferences": ("control_adapter",),
 POSE_POOL = dg.AssetKey("pose_pool")
 MINED = dg.AssetKey("mined_hard_set")
 AUTOMATION_TAG = "pd_assets/automation"  # on every run the sensors and the schedule start
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
-        raise ValueError(f"{name}={value} must be positive")
-    return value
 
 
 def automation_default_status() -> dg.DefaultSensorStatus:
@@ -124,7 +114,7 @@ def automation_sensor(targets: Sequence[dg.AssetsDefinition]) -> dg.AutomationCo
         "pd_assets_automation",
         target=dg.AssetSelection.assets(*[k for a in targets for k in a.keys]),
         default_status=automation_default_status(),
-        minimum_interval_seconds=_env_int("PD_AUTOMATION_INTERVAL_S", 30),
+        minimum_interval_seconds=positive_int_env("PD_AUTOMATION_INTERVAL_S", 30),
         run_tags=run_tags(),
         # one run per partition (not a backfill): its check results are then recorded per
         # partition, which the followers' gate reads
@@ -178,7 +168,7 @@ def build_round_sensor(mined_checks: Sequence[dg.AssetCheckKey]) -> dg.SensorDef
     @dg.sensor(
         name="advance_round",
         target=dg.AssetSelection.assets(POSE_POOL),
-        minimum_interval_seconds=_env_int("PD_ROUND_SENSOR_INTERVAL_S", 30),
+        minimum_interval_seconds=positive_int_env("PD_ROUND_SENSOR_INTERVAL_S", 30),
         default_status=automation_default_status(),
         description="Starts pose_pool[r+1, *] once mined_hard_set[r] is materialised and its blocking checks "
                     "passed; the rest of round r+1 follows by automation. One run per shard (run_key per "
@@ -218,7 +208,7 @@ def pose_pool_partitions_in_flight(instance: dg.DagsterInstance) -> set[str]:
 
 
 def build_growth_schedule() -> dg.ScheduleDefinition:
-    per_tick = _env_int("PD_GROW_SHARDS_PER_TICK", 4)
+    per_tick = positive_int_env("PD_GROW_SHARDS_PER_TICK", 4)
 
     @dg.schedule(
         name="grow_dataset",

@@ -43,7 +43,8 @@ def gpu_op_tags(gpus: int = 1) -> dict:
     return {**k8s_gpu_tags(gpus), **dask_gpu_tags(gpus)}
 
 
-def _int_env(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+def positive_int_env(name: str, default: int, env: Mapping[str, str] | None = None) -> int:
+    """A positive integer setting from the environment (unset or empty: `default`)."""
     raw = (os.environ if env is None else env).get(name, "").strip()
     try:
         value = int(raw) if raw else default
@@ -69,8 +70,8 @@ def dask_cluster_config(env: Mapping[str, str] | None = None) -> dict:
     address = env.get("PD_DASK_ADDRESS", "").strip()
     if address:
         return {"existing": {"address": address}}
-    workers = _int_env("PD_DASK_WORKERS", 2, env)
-    gpus = _int_env("PD_DASK_GPUS_PER_WORKER", 1, env)
+    workers = positive_int_env("PD_DASK_WORKERS", 2, env)
+    gpus = positive_int_env("PD_DASK_GPUS_PER_WORKER", 1, env)
     # processes: Dagster steps are not thread-safe (one thread per worker process)
     return {"local": {"n_workers": workers, "threads_per_worker": 1, "processes": True,
                       "resources": {GPU_RESOURCE: gpus}}}
