@@ -46,8 +46,14 @@ def materialise(root: Path, partitions: list[str], per_shard: int, size: int) ->
 
 
 def heldout_partition(shards: int) -> str:
-    """The held-out shard: the one after the training shards (never trained on)."""
+    """The held-out test shard: the one after the training shards (never trained on, never
+    used to stop or tune)."""
     return f"r0|s{shards:04d}"
+
+
+def validation_partition(shards: int) -> str:
+    """The validation shard (the curve, early stopping and any tuning): after the test shard."""
+    return f"r0|s{shards + 1:04d}"
 
 
 def main() -> None:
@@ -59,7 +65,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     args = ap.parse_args()
     materialise(args.root, [f"r0|s{i:04d}" for i in range(args.shards)], args.per_shard, args.size)
-    materialise(args.root, [heldout_partition(args.shards)], args.heldout, args.size)
+    materialise(args.root, [heldout_partition(args.shards), validation_partition(args.shards)], args.heldout, args.size)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,12 @@ def test_adapter_materialises_passes_its_check_and_records_provenance(adapter_ru
     vdir = root / "control_adapter" / version
     report = json.loads((vdir / "adapter.json").read_text())
     assert report["num_pairs"] == 8 and report["pair_sources"] == ["r0|s0000"]
-    assert report["stages"]["autoencoder"]["steps"] == 4 and report["stages"]["denoiser"]["steps"] == 4
+    # the default patch-PCA autoencoder is fit in closed form (no steps); its "loss" is the
+    # reconstruction L1 (8 of a 2x2x3 patch's 12 values kept): small, not zero
+    ae = report["stages"]["autoencoder"]
+    assert ae["steps"] == 0 and 0 < ae["final_loss"] < 0.1 and report["stages"]["denoiser"]["steps"] == 4
+    assert report["config"]["model"]["autoencoder"] == "patch-pca"
+    assert "patch_autoencoder" in (vdir / "model" / "pipeline" / "model_index.json").read_text()
     assert report["heldout_partition"] == "r0|s0001" and report["evaluation"]["num_images"] == 8
     # every written weight file is hashed, and the hashes are the files' own
     assert {"pipeline/unet/diffusion_pytorch_model.safetensors", "controlnet-pncc/diffusion_pytorch_model.safetensors"} \

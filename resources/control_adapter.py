@@ -28,7 +28,9 @@ class ControlAdapterResource(dg.ConfigurableResource):
     heldout_partition: str = Field(
         default="r0|s0015", description="pose_pool partition whose controls evaluate the adapter (never trained on)",
     )
-    vae_channels: list[int] = Field(default=[32, 64, 128])
+    autoencoder: str = Field(default="patch-pca", description="patch-pca (closed-form, seconds) | kl (trained)")
+    vae_channels: list[int] = Field(default=[32, 64, 128], description="its length sets the latent down-sampling: 2^(n-1)")
+    latent_channels: int = Field(default=16, ge=1)
     unet_channels: list[int] = Field(default=[64, 128, 192])
     ae_steps: int = Field(default=100_000, ge=1)
     ae_minutes: float | None = Field(default=10.0, allow_inf_nan=False, description="autoencoder time budget")
@@ -36,7 +38,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
     minutes: float | None = Field(default=80.0, allow_inf_nan=False, description="denoiser time budget")
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=3e-4, gt=0, allow_inf_nan=False)
-    ema_decay: float | None = Field(default=0.999, allow_inf_nan=False)
+    ema_decay: float | None = Field(default=0.995, allow_inf_nan=False)
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
     sample_steps: int = Field(default=20, ge=1, description="denoising steps the generator should use")
@@ -52,7 +54,8 @@ class ControlAdapterResource(dg.ConfigurableResource):
             raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
         return AdapterTrainingConfig(
             controls=tuple(self.controls), base=self.base,
-            model=ScratchModelConfig(vae_channels=tuple(self.vae_channels), unet_channels=tuple(self.unet_channels),
+            model=ScratchModelConfig(autoencoder=self.autoencoder, vae_channels=tuple(self.vae_channels),
+                                     latent_channels=self.latent_channels, unet_channels=tuple(self.unet_channels),
                                      seed=self.seed),
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
@@ -66,7 +69,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
 
         if profile == "ci":
             return cls(pair_partitions=["r0|s0000"], heldout_partition="r0|s0001", min_pairs=4,
-                       vae_channels=[16, 16], unet_channels=[32, 32], ae_steps=4, ae_minutes=None, steps=4,
+                       vae_channels=[16, 16], latent_channels=8, unet_channels=[32, 32], ae_steps=4, ae_minutes=None, steps=4,
                        minutes=None, batch_size=2, checkpoint_every=2, sample_steps=2,
                        min_detection_rate=0.0, min_median_oks=0.0)
         if profile == "gpu":

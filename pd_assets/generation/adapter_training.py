@@ -2,7 +2,8 @@
 
 `base = scratch` (no pretrained weights, e.g. these CPU machines) trains, with the one
 loop of `pd_assets.training.loop`:
-  1. the autoencoder on the images (L1 + a tiny KL term), then fixes its latent scale;
+  1. the autoencoder: fit in closed form (patch PCA, the default) or trained on the images
+     (L1 + a tiny KL term); then its latent scale is fixed;
   2. the UNet denoiser and one ControlNet per control map, jointly, on cached latents,
      with the v target, min-SNR weighting and prompt dropout (so CFG stays possible).
 A pretrained SD-family base (`base = <folder or hub id>`) skips 1 and trains only the
@@ -38,13 +39,16 @@ class AdapterTrainingConfig:
     ae_crop: int | None = 64  # train the autoencoder on random crops of this size (None: whole images)
     ae_lr: float = 1e-3
     ae_kl_weight: float = 1e-6
+    # decode the posterior mean while training the autoencoder: a sampled latent starts with
+    # std ~1 (logvar 0), so the decoder learns from noise until the tiny KL term shrinks it
+    ae_sample_posterior: bool = False
     ae_max_seconds: float | None = None
     steps: int = 4000
     batch: int = 16
     grad_accum: int = 1
     lr: float = 3e-4
     warmup_steps: int = 100
-    ema_decay: float | None = 0.999
+    ema_decay: float | None = 0.995  # ~200-step horizon: 0.999 lagged a 2-3k-step run (measured worse than raw)
     min_snr_gamma: float | None = 5.0
     prompt_dropout: float = 0.1
     max_seconds: float | None = None
@@ -83,9 +87,35 @@ def _controls_to_tensor(maps: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(maps[idx.numpy()]).permute(0, 3, 1, 2).float() / 255.0
 
 
+def fit_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, device: str,
+                    log: Callable[[str], None] | None) -> tuple[LoopResult, float]:
+    """Stage 1: a patch-PCA autoencoder is fit in closed form, a KL one trained; returns the
+    stage result and the latent scale (1 / std of the training latents)."""
+    if cfg.model.autoencoder != "patch-pca":
+        return train_autoencoder(vae, pairs, cfg, work, device, log)
+    import time
+
+    from pd_assets.generation.patch_autoencoder import fit_patch_pca
+
+    t = time.perf_counter()
+    components, mean, ratios = fit_patch_pca(pairs.images, vae.config.latent_channels, vae.config.patch_size)
+    vae.set_basis(components, mean)
+    kept = float(ratios[: vae.config.latent_channels].sum())
+    with torch.no_grad():
+        x = _images_to_tensor(pairs.images, torch.arange(min(len(pairs), 256))).to(device)
+        l1 = float((vae(x).sample - x).abs().mean())
+    if log:
+        log(f"autoencoder: patch PCA, {vae.config.latent_channels} components keep {kept:.2%} of the variance, "
+            f"reconstruction L1 {l1:.4f}")
+    # the stage's "loss" is its reconstruction L1, as for a trained autoencoder
+    result = LoopResult(step=0, seconds=time.perf_counter() - t, losses=[l1], logs=[{"explained_variance": kept}])
+    return result, float(1.0 / cached_latents(vae, pairs, work, device).std().clamp_min(1e-6))
+
+
 def train_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, device: str,
                       log: Callable[[str], None] | None) -> tuple[LoopResult, float]:
-    """Stage 1: reconstruct the images; returns the loop result and the latent scale (1 / std)."""
+    """Stage 1 for a KL autoencoder: reconstruct the images; returns the loop result and the
+    latent scale (1 / std)."""
     n = len(pairs)
 
     h, w = pairs.images.shape[1:3]
@@ -99,7 +129,9 @@ def train_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Pat
         y0, x0 = (int(v) for v in torch.randint(0, h - crop + 1, (2,), generator=gen))
         x = x[:, :, y0:y0 + crop, x0:x0 + crop].to(device)
         post = vae.encode(x).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+        z = post.mean
+        if cfg.ae_sample_posterior:
+            z = z + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
         rec = vae.decode(z).sample
         l1 = (rec - x).abs().mean()
         kl = post.kl().mean() / x[0].numel()
@@ -110,17 +142,17 @@ def train_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Pat
                       max_seconds=cfg.ae_max_seconds, mixed_precision=cfg.mixed_precision)
     result, _ = run_loop({"vae": vae}, loss_fn, loop, work / "autoencoder", device=device,
                          log=(lambda m: log(f"autoencoder: {m}")) if log else None)
-    return result, float(1.0 / cached_latents(vae, pairs, work, result.step, device).std().clamp_min(1e-6))
+    return result, float(1.0 / cached_latents(vae, pairs, work, device).std().clamp_min(1e-6))
 
 
-def cached_latents(vae, pairs: PairSet, work: Path, ae_step: int, device: str) -> torch.Tensor:
-    """Unscaled latents of every training image, encoded once per autoencoder checkpoint and
-    kept in `work` (safetensors), so a resumed run does not encode the pairs again."""
+def cached_latents(vae, pairs: PairSet, work: Path, device: str) -> torch.Tensor:
+    """Unscaled latents of every training image, encoded once per autoencoder (keyed by its
+    weights) and kept in `work` (safetensors), so a resumed run does not encode the pairs again."""
     from safetensors.torch import load_file, save_file
 
     from pd_assets.storage import atomic_write_bytes
 
-    key = f"{ae_step}-{len(pairs)}-{hash_ids(pairs.ids)}"
+    key = f"{weights_hash(vae)}-{len(pairs)}-{hash_ids(pairs.ids)}"
     path = work / f"latents-{key}.safetensors"
     if path.is_file():
         return load_file(str(path))["latents"]
@@ -130,6 +162,16 @@ def cached_latents(vae, pairs: PairSet, work: Path, ae_step: int, device: str) -
     atomic_write_bytes(path, tmp.read_bytes())
     tmp.unlink()
     return latents
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def hash_ids(ids: list[str]) -> str:
@@ -216,7 +258,7 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
         parts = build_parts(cfg.model, work / "_tokenizer")
         controlnets = {c: parts["controlnet"] if i == 0 else build_controlnet(cfg.model) for i, c in enumerate(cfg.controls)}
         vae = parts["vae"].to(device)
-        stages["autoencoder"], scale = train_autoencoder(vae, pairs, cfg, work, device, log)
+        stages["autoencoder"], scale = fit_autoencoder(vae, pairs, cfg, work, device, log)
         vae.register_to_config(scaling_factor=scale)
         train_unet = True
     else:
@@ -226,8 +268,7 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
         for m in (parts["unet"], vae, parts["text_encoder"]):
             m.requires_grad_(False)
     vae.requires_grad_(False)
-    ae_step = stages["autoencoder"].step if "autoencoder" in stages else 0
-    latents = cached_latents(vae, pairs, work, ae_step, device) * vae.config.scaling_factor
+    latents = cached_latents(vae, pairs, work, device) * vae.config.scaling_factor
     text = encode_prompts(parts["tokenizer"], parts["text_encoder"].to(device), pairs.prompts, device)
     empty = encode_prompts(parts["tokenizer"], parts["text_encoder"], [""], device)
     unet = parts["unet"].to(device)

@@ -1,8 +1,9 @@
 """A small latent-diffusion generator built from scratch, as ordinary diffusers parts.
 
 When no pretrained base is configured (`control_adapter.base = scratch`), the adapter stage
-trains this model on the (control, image) pairs: an autoencoder (f=4, 8 latent channels),
-a UNet denoiser with cross-attention on the 16x16 and 8x8 levels, a ControlNet that
+trains this model on the (control, image) pairs: an autoencoder (f=4, 16 latent channels;
+by default the closed-form patch-PCA one of `patch_autoencoder`, or a learned KL one), a
+UNet denoiser with cross-attention on the 16x16 and 8x8 levels, a ControlNet that
 reads the control map at image resolution, and a small frozen CLIP text encoder (the
 tiny-model builder's). Saved with `save_pretrained`, the result is an SD-1.5-family
 pipeline folder plus a ControlNet folder: `GeneratorResource(family="sd15")` loads it
@@ -25,8 +26,11 @@ import torch
 @dataclass(frozen=True)
 class ScratchModelConfig:
     image_size: int = 128
-    vae_channels: tuple[int, ...] = (32, 64, 128)  # 3 blocks: 4x down-sampling (128 px -> 32x32 latents)
-    latent_channels: int = 8  # 8 (not SD's 4): reconstructs sharply after minutes of CPU training
+    # patch-pca: fit in closed form (seconds, sharp); kl: a learned AutoencoderKL (SD's kind),
+    # which minutes of CPU training leave too blurry for the detector (see patch_autoencoder)
+    autoencoder: str = "patch-pca"
+    vae_channels: tuple[int, ...] = (32, 64, 128)  # 3 levels: 4x down-sampling (128 px -> 32x32 latents)
+    latent_channels: int = 16  # of the 48 values of a 4x4x3 patch; 16 keep 99% of the variance
     unet_channels: tuple[int, ...] = (64, 128, 192)
     layers_per_block: int = 1
     text_hidden: int = 32
@@ -41,10 +45,19 @@ class ScratchModelConfig:
         return asdict(self)
 
 
+AUTOENCODERS = ("patch-pca", "kl")
+
+
 def build_vae(cfg: ScratchModelConfig):
     from diffusers import AutoencoderKL
 
     n = len(cfg.vae_channels)
+    if cfg.autoencoder == "patch-pca":
+        from pd_assets.generation.patch_autoencoder import PatchPCAAutoencoder
+
+        return PatchPCAAutoencoder(patch_size=2 ** (n - 1), latent_channels=cfg.latent_channels)
+    if cfg.autoencoder != "kl":
+        raise ValueError(f"autoencoder={cfg.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=cfg.latent_channels,
         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,

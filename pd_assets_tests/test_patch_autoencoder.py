@@ -1,0 +1,96 @@
+"""The closed-form patch-PCA autoencoder: its math on hand-computed cases, and that a pipeline
+folder using it loads through diffusers' `from_pretrained` like any other."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pd_assets.generation.patch_autoencoder import PatchPCAAutoencoder, fit_patch_pca
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def test_constant_patches_have_one_component_along_the_patch_mean():
+    # one grey channel, 2x2 patches, every patch constant: all variance lies along
+    # (1, 1, 1, 1) / 2, so the first component is that direction and explains everything
+    values = np.array([0, 51, 102, 153, 204, 255], np.uint8)
+    images = np.repeat(np.repeat(values.reshape(1, 2, 3, 1), 2, axis=1), 2, axis=2)  # (1, 4, 6, 1)
+    comps, mean, ratios = fit_patch_pca(images, latent_channels=1, patch_size=2)
+    assert torch.allclose(comps, torch.full((1, 4), 0.5), atol=1e-6)
+    grey = values.astype(np.float64) / 127.5 - 1
+    assert mean.item() == pytest.approx(grey.mean(), abs=1e-6)
+    assert ratios[0] == pytest.approx(1.0, abs=1e-9) and ratios[1:].sum() == pytest.approx(0.0, abs=1e-9)
+    ae = PatchPCAAutoencoder(patch_size=2, latent_channels=1, in_channels=1)
+    ae.set_basis(comps, mean)
+    x = _to_tensor(images)
+    z = ae.encode(x).latent_dist.mode()
+    # the latent of a constant patch v is (4 v - 4 mean) / 2 = 2 (v - mean)
+    expected = 2 * (torch.tensor(grey, dtype=torch.float32).reshape(2, 3) - mean.item())
+    assert torch.allclose(z[0, 0], expected, atol=1e-5)
+    assert torch.allclose(ae.decode(z).sample, x, atol=1e-5)
+
+
+def test_all_components_reconstruct_exactly_and_truncation_loses_the_dropped_variance():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+    comps, mean, ratios = fit_patch_pca(images, latent_channels=48, patch_size=4)
+    assert torch.allclose(comps @ comps.T, torch.eye(48), atol=1e-5)  # orthonormal
+    assert np.all(np.diff(ratios) <= 1e-12) and ratios.sum() == pytest.approx(1.0)
+    full = PatchPCAAutoencoder(latent_channels=48)
+    full.set_basis(comps, mean)
+    x = _to_tensor(images)
+    assert torch.allclose(full(x).sample, x, atol=1e-5)
+
+    k = 10
+    part = PatchPCAAutoencoder(latent_channels=k)
+    part.set_basis(comps[:k], mean)
+    # mean squared error per patch = the variance of the dropped components (the fit's own data)
+    err = ((part(x).sample - x) ** 2).sum() / (x.numel() / 48)
+    patches = torch.nn.functional.pixel_unshuffle(x.double(), 4).permute(0, 2, 3, 1).reshape(-1, 48)
+    centred = patches - mean.double().repeat_interleave(16)
+    total_var = float((centred ** 2).sum(dim=1).mean())
+    assert float(err) == pytest.approx(total_var * ratios[k:].sum(), rel=1e-3)
+
+
+def test_fit_is_deterministic_and_refuses_impossible_sizes():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    a, b = fit_patch_pca(images, 8), fit_patch_pca(images.copy(), 8)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="exceeds the 48 values"):
+        fit_patch_pca(images, 49)
+    with pytest.raises(ValueError, match="implies a factor"):
+        PatchPCAAutoencoder(patch_size=4, latent_channels=4, block_out_channels=(4, 4))
+
+
+def test_a_pipeline_with_it_loads_through_from_pretrained(tmp_path):
+    from diffusers import StableDiffusionControlNetPipeline, StableDiffusionPipeline
+
+    from pd_assets.generation.scratch_model import ScratchModelConfig, build_parts
+
+    cfg = ScratchModelConfig(image_size=32, vae_channels=(16, 16, 16), unet_channels=(32, 32), latent_channels=8)
+    parts = build_parts(cfg, tmp_path / "tok")
+    vae = parts["vae"]
+    assert isinstance(vae, PatchPCAAutoencoder)
+    rng = np.random.default_rng(2)
+    comps, mean, _ = fit_patch_pca(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), 8)
+    vae.set_basis(comps, mean)
+    vae.register_to_config(scaling_factor=0.25)
+    StableDiffusionPipeline(
+        vae=vae, text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"], unet=parts["unet"],
+        scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(tmp_path / "pipe", safe_serialization=True)
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(
+        tmp_path / "pipe", controlnet=parts["controlnet"], safety_checker=None, requires_safety_checker=False)
+    assert isinstance(pipe.vae, PatchPCAAutoencoder)
+    assert pipe.vae_scale_factor == 4 and pipe.vae.config.scaling_factor == 0.25
+    assert torch.equal(pipe.vae.encoder.weight, vae.encoder.weight)
+    from PIL import Image
+
+    out = pipe("a person", image=Image.new("RGB", (32, 32)), num_inference_steps=2, guidance_scale=1.0,
+               output_type="np", generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
