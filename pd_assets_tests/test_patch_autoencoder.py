@@ -19,11 +19,13 @@ def test_constant_patches_have_one_component_along_the_patch_mean():
     # (1, 1, 1, 1) / 2, so the first component is that direction and explains everything
     values = np.array([0, 51, 102, 153, 204, 255], np.uint8)
     images = np.repeat(np.repeat(values.reshape(1, 2, 3, 1), 2, axis=1), 2, axis=2)  # (1, 4, 6, 1)
-    comps, mean, ratios = fit_patch_pca(images, latent_channels=1, patch_size=2)
+    comps, mean, ratios, variances = fit_patch_pca(images, latent_channels=1, patch_size=2)
     assert torch.allclose(comps, torch.full((1, 4), 0.5), atol=1e-6)
     grey = values.astype(np.float64) / 127.5 - 1
     assert mean.item() == pytest.approx(grey.mean(), abs=1e-6)
     assert ratios[0] == pytest.approx(1.0, abs=1e-9) and ratios[1:].sum() == pytest.approx(0.0, abs=1e-9)
+    # the variance of the projection 2 (v - mean) over the six patches
+    assert variances[0].item() == pytest.approx(4 * grey.var(), rel=1e-5)
     ae = PatchPCAAutoencoder(patch_size=2, latent_channels=1, in_channels=1)
     ae.set_basis(comps, mean)
     x = _to_tensor(images)
@@ -37,7 +39,7 @@ def test_constant_patches_have_one_component_along_the_patch_mean():
 def test_all_components_reconstruct_exactly_and_truncation_loses_the_dropped_variance():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-    comps, mean, ratios = fit_patch_pca(images, latent_channels=48, patch_size=4)
+    comps, mean, ratios, variances = fit_patch_pca(images, latent_channels=48, patch_size=4)
     assert torch.allclose(comps @ comps.T, torch.eye(48), atol=1e-5)  # orthonormal
     assert np.all(np.diff(ratios) <= 1e-12) and ratios.sum() == pytest.approx(1.0)
     full = PatchPCAAutoencoder(latent_channels=48)
@@ -54,13 +56,32 @@ def test_all_components_reconstruct_exactly_and_truncation_loses_the_dropped_var
     centred = patches - mean.double().repeat_interleave(16)
     total_var = float((centred ** 2).sum(dim=1).mean())
     assert float(err) == pytest.approx(total_var * ratios[k:].sum(), rel=1e-3)
+    assert float(variances.sum()) == pytest.approx(total_var, rel=1e-4)
+
+
+def test_whitened_latents_have_unit_variance_and_decode_the_same():
+    rng = np.random.default_rng(3)
+    # correlated colours, so the components' variances differ widely
+    base = rng.integers(0, 256, (8, 4, 4, 1)).repeat(4, axis=1).repeat(4, axis=2)
+    images = np.clip(base + rng.integers(-20, 21, (8, 16, 16, 3)), 0, 255).astype(np.uint8)
+    comps, mean, _, variances = fit_patch_pca(images, 12)
+    assert float(variances[0] / variances[11]) > 10
+    plain, white = PatchPCAAutoencoder(latent_channels=12), PatchPCAAutoencoder(latent_channels=12)
+    plain.set_basis(comps, mean)
+    white.set_basis(comps, mean, variances[:12].sqrt())
+    x = _to_tensor(images)
+    z = white.encode(x).latent_dist.mode()
+    per_channel = z.permute(1, 0, 2, 3).reshape(12, -1)
+    # centred on the per-channel mean (what a bias can undo), so the second moment is 1
+    assert torch.allclose((per_channel ** 2).mean(dim=1), torch.ones(12), rtol=1e-3)
+    assert torch.allclose(white(x).sample, plain(x).sample, atol=1e-5)
 
 
 def test_fit_is_deterministic_and_refuses_impossible_sizes():
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     a, b = fit_patch_pca(images, 8), fit_patch_pca(images.copy(), 8)
-    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert all(torch.equal(u, v) for u, v in zip((a[0], a[1], a[3]), (b[0], b[1], b[3]), strict=True))
     with pytest.raises(ValueError, match="exceeds the 48 values"):
         fit_patch_pca(images, 49)
     with pytest.raises(ValueError, match="implies a factor"):
@@ -77,7 +98,7 @@ def test_a_pipeline_with_it_loads_through_from_pretrained(tmp_path):
     vae = parts["vae"]
     assert isinstance(vae, PatchPCAAutoencoder)
     rng = np.random.default_rng(2)
-    comps, mean, _ = fit_patch_pca(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), 8)
+    comps, mean, _, _ = fit_patch_pca(rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8), 8)
     vae.set_basis(comps, mean)
     vae.register_to_config(scaling_factor=0.25)
     StableDiffusionPipeline(

@@ -98,8 +98,9 @@ def fit_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Path,
     from pd_assets.generation.patch_autoencoder import fit_patch_pca
 
     t = time.perf_counter()
-    components, mean, ratios = fit_patch_pca(pairs.images, vae.config.latent_channels, vae.config.patch_size)
-    vae.set_basis(components, mean)
+    k = vae.config.latent_channels
+    components, mean, ratios, variances = fit_patch_pca(pairs.images, k, vae.config.patch_size)
+    vae.set_basis(components, mean, variances[:k].sqrt())
     kept = float(ratios[: vae.config.latent_channels].sum())
     with torch.no_grad():
         x = _images_to_tensor(pairs.images, torch.arange(min(len(pairs), 256))).to(device)
