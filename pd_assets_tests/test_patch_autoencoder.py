@@ -115,3 +115,33 @@ def test_a_pipeline_with_it_loads_through_from_pretrained(tmp_path):
     out = pipe("a person", image=Image.new("RGB", (32, 32)), num_inference_steps=2, guidance_scale=1.0,
                output_type="np", generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 32, 32, 3) and np.isfinite(out.images).all()
+
+
+def test_the_generator_loads_such_a_pipeline_in_a_fresh_process(tmp_path):
+    """diffusers only loads component classes from modules already imported: the generator's
+    loader must import this one itself (a fresh process has not)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    test_a_pipeline_with_it_loads_through_from_pretrained(tmp_path)
+    parts_dir = tmp_path / "cn"
+    from pd_assets.generation.scratch_model import ScratchModelConfig, build_controlnet
+
+    build_controlnet(ScratchModelConfig(image_size=32, vae_channels=(16, 16, 16), unet_channels=(32, 32),
+                                        latent_channels=8)).save_pretrained(parts_dir)
+    code = textwrap.dedent(f"""
+        import logging, sys
+        from types import SimpleNamespace
+        from pathlib import Path
+        from pd_assets.generation.pipelines import load_pipeline
+        assert "pd_assets.generation.patch_autoencoder" not in sys.modules
+        cfg = SimpleNamespace(dtype="float32", variant=None, family="sd15", controlnets=[], scheduler="default",
+                              loras=[], cpu_offload=False, device="cpu", attention_slicing=False, compile=False)
+        pipe = load_pipeline(cfg, Path({str(tmp_path / "pipe")!r}), [Path({str(parts_dir)!r})], [],
+                             log=logging.getLogger())
+        print(type(pipe.vae).__name__)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "PatchPCAAutoencoder"

@@ -67,6 +67,7 @@ def load_adapter_parts(adapter_dir: Path, device: str = "cpu") -> dict:
     """The adapter's pipeline components (denoiser, ControlNets, autoencoder, text encoder)."""
     from diffusers import ControlNetModel, StableDiffusionPipeline
 
+    import pd_assets.generation.patch_autoencoder  # noqa: F401  (diffusers loads only imported classes)
     from pd_assets.generation.adapter_store import read_report
 
     report = read_report(adapter_dir)

@@ -295,6 +295,8 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
 def _pretrained_parts(base: str, device: str) -> dict:
     from diffusers import StableDiffusionPipeline
 
+    import pd_assets.generation.patch_autoencoder  # noqa: F401  (a from-scratch base names it)
+
     try:
         pipe = StableDiffusionPipeline.from_pretrained(base, safety_checker=None, requires_safety_checker=False)
     except (OSError, ValueError) as exc:

@@ -134,6 +134,10 @@ def load_pipeline(cfg, model_dir: Path, controlnet_dirs: list[Path], lora_paths:
     import diffusers
     import torch
 
+    # diffusers loads a component class named in model_index.json only from a module that is
+    # already imported: the from-scratch pipelines name this one
+    import pd_assets.generation.patch_autoencoder  # noqa: F401
+
     dtype = getattr(torch, cfg.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise GeneratorError(f"generator.dtype={cfg.dtype!r} is not a torch dtype (float32, float16, bfloat16)")
