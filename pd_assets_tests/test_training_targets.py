@@ -50,8 +50,13 @@ def test_snr_and_min_snr_weights_by_hand():
     assert s == pytest.approx([0.64 / 0.36, 0.36 / 0.64])
     w_eps = min_snr_weight(T, "epsilon", 1.0, ALPHAS).tolist()
     assert w_eps == pytest.approx([1.0 / (0.64 / 0.36), 1.0])  # min(snr, 1) / snr
+    # v: min(snr + 1, g) / (snr + 1); snr + 1 = 1 / (1 - a): 1/0.36 and 1/0.64
     w_v = min_snr_weight(T, "v_prediction", 1.0, ALPHAS).tolist()
-    assert w_v == pytest.approx([1.0 / (0.64 / 0.36 + 1), (0.36 / 0.64) / (0.36 / 0.64 + 1)])
+    assert w_v == pytest.approx([0.36, 0.64])
+    assert min_snr_weight(T, "v_prediction", 2.0, ALPHAS).tolist() == pytest.approx([0.72, 1.0])
+    # zero terminal SNR (a = 0): the first sampling step keeps the full weight, not 0
+    zero_snr = torch.tensor([0.5, 0.0])
+    assert min_snr_weight(torch.tensor([1]), "v_prediction", 5.0, zero_snr).item() == pytest.approx(1.0)
     assert snr(torch.tensor([0.5]), "flow").item() == pytest.approx(1.0)
 
 

@@ -69,11 +69,13 @@ def load_adapter_parts(adapter_dir: Path, device: str = "cpu") -> dict:
 
     import pd_assets.generation.patch_autoencoder  # noqa: F401  (diffusers loads only imported classes)
     from pd_assets.generation.adapter_store import read_report
+    from pd_assets.generation.pipelines import quiet_loading
 
     report = read_report(adapter_dir)
-    pipe = StableDiffusionPipeline.from_pretrained(adapter_dir / report["pipeline"], safety_checker=None,
-                                                   requires_safety_checker=False)
-    cns = {c: ControlNetModel.from_pretrained(adapter_dir / rel).to(device) for c, rel in report["controlnets"].items()}
+    with quiet_loading():  # e.g. "Expected types for vae": the from-scratch autoencoder is not an AutoencoderKL
+        pipe = StableDiffusionPipeline.from_pretrained(adapter_dir / report["pipeline"], safety_checker=None,
+                                                       requires_safety_checker=False)
+        cns = {c: ControlNetModel.from_pretrained(adapter_dir / rel).to(device) for c, rel in report["controlnets"].items()}
     return {"pipe": pipe, "unet": pipe.unet.to(device), "vae": pipe.vae.to(device), "controlnets": cns,
             "scheduler": pipe.scheduler, "tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder.to(device),
             "report": report}

@@ -152,7 +152,7 @@ def load_pipeline(cfg, model_dir: Path, controlnet_dirs: list[Path], lora_paths:
     if cfg.family == "sd15":
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
-        with _quiet_loading():
+        with quiet_loading():
             pipe = pipe_cls.from_pretrained(model_dir, **kwargs)
     except (OSError, ValueError, TypeError) as exc:
         raise GeneratorError(
@@ -213,7 +213,7 @@ def _once_per_process(logger_name: str, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_loading():
+def quiet_loading():
     """No per-component progress bars in the run log while loading."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog

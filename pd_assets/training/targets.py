@@ -59,14 +59,18 @@ def snr(timesteps: torch.Tensor, prediction_type: str, alphas_cumprod: torch.Ten
 def min_snr_weight(timesteps: torch.Tensor, prediction_type: str, gamma: float,
                    alphas_cumprod: torch.Tensor | None = None) -> torch.Tensor:
     """Min-SNR-gamma loss weights (Hang et al. 2023), expressed for the model's own target:
-    epsilon min(snr, g) / snr, v min(snr, g) / (snr + 1), flow min(snr, g) / (snr + 1)...
-    For flow the target noise - x0 has the same weighting as v up to a constant, so the
-    v form is used."""
+    epsilon min(snr, g) / snr; v and flow min(snr + 1, g) / (snr + 1).
+
+    Why snr + 1 for v (and flow, whose target noise - x0 weighs like v up to a constant):
+    the paper's min(snr, g) / (snr + 1) is 0 at snr = 0, so with a zero-terminal-SNR
+    schedule the steps where sampling starts are never trained (measured here: one-step
+    predictions good at t <= 500, noise at t = 800, samples from t = 999 unusable).
+    A plain v loss weighs the clean-image error by snr + 1; clipping that at g keeps
+    min-SNR's point (low-noise steps do not dominate) and weight 1 at snr = 0."""
     s = snr(timesteps, prediction_type, alphas_cumprod)
-    clipped = torch.minimum(s, torch.full_like(s, gamma))
     if prediction_type == "epsilon":
-        return clipped / s.clamp_min(1e-12)
-    return clipped / (s + 1.0)
+        return torch.minimum(s, torch.full_like(s, gamma)) / s.clamp_min(1e-12)
+    return torch.minimum(s + 1.0, torch.full_like(s, gamma)) / (s + 1.0)
 
 
 def _alpha_bar(alphas_cumprod: torch.Tensor | None, timesteps: torch.Tensor) -> torch.Tensor:
