@@ -138,7 +138,11 @@ def test_dask_local_cluster_with_gpu_slots_matches_in_process(defs, tmp_path, mo
         assert sorted(slots.values(), key=str) == [{"GPU": 1}, {"GPU": 1}]
         monkeypatch.setenv("PD_DASK_ADDRESS", cluster.scheduler_address)  # the executor switch reads it
         (tmp_path / "home").mkdir()
-        with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        # no compute-log capture: its `tail` helpers, started from a Dask worker, can ignore
+        # SIGTERM and cost 2 x 30 s per step (measured here); this test checks outputs, not logs
+        no_capture = {"compute_logs": {"module": "dagster._core.storage.noop_compute_log_manager",
+                                       "class": "NoOpComputeLogManager"}}
+        with dg.instance_for_test(temp_dir=str(tmp_path / "home"), overrides=no_capture) as instance:
             for partition in PARTITIONS:
                 with dg.execute_job(dg.reconstructable(dask_generation_job), instance=instance,
                                     tags={"dagster/partition": partition}) as res:
