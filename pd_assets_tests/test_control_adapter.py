@@ -93,6 +93,14 @@ def test_heldout_partition_that_is_also_trained_on_is_refused(adapter_run):
     assert "also a training partition" in failure
 
 
+def test_unknown_autoencoder_setting_names_the_choices():
+    from resources.control_adapter import ControlAdapterResource
+
+    with pytest.raises(ValueError, match=r"control_adapter.autoencoder='vqgan' is not one of patch-pca, kl"):
+        ControlAdapterResource(autoencoder="vqgan").training_config()
+    assert ControlAdapterResource(autoencoder="kl").training_config().model.autoencoder == "kl"
+
+
 def test_latest_without_a_passed_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(AdapterNotFoundError, match="materialise control_adapter"):
         resolve_adapter("latest", tmp_path)

@@ -52,6 +52,10 @@ class ControlAdapterResource(dg.ConfigurableResource):
 
         if self.pair_source not in PAIR_SOURCES:
             raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
+        from pd_assets.generation.scratch_model import AUTOENCODERS
+
+        if self.autoencoder not in AUTOENCODERS:
+            raise ValueError(f"control_adapter.autoencoder={self.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
         return AdapterTrainingConfig(
             controls=tuple(self.controls), base=self.base,
             model=ScratchModelConfig(autoencoder=self.autoencoder, vae_channels=tuple(self.vae_channels),
