@@ -97,19 +97,16 @@ def fit_patch_pca(images: np.ndarray, latent_channels: int, patch_size: int = 4,
     d = c * patch_size * patch_size
     if latent_channels > d:
         raise ValueError(f"latent_channels={latent_channels} exceeds the {d} values of a {patch_size}x{patch_size}x{c} patch")
-    total = np.zeros(c, np.float64)
-    count = 0
     second = torch.zeros(d, d, dtype=torch.float64)
     sums = torch.zeros(d, dtype=torch.float64)
     for start in range(0, n, batch):
         x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch])).permute(0, 3, 1, 2).double() / 127.5 - 1
-        total += x.sum(dim=(0, 2, 3)).numpy()
-        count += x.shape[0] * x.shape[2] * x.shape[3]
         p = torch.nn.functional.pixel_unshuffle(x, patch_size).permute(0, 2, 3, 1).reshape(-1, d)
         second += p.T @ p
         sums += p.sum(0)
-    rows = count // (patch_size * patch_size)
-    mean_c = torch.from_numpy(total / count)
+    rows = n * (images.shape[1] // patch_size) * (images.shape[2] // patch_size)
+    # per-channel mean from the per-position sums (the flattened patch is channel-major)
+    mean_c = sums.reshape(c, -1).sum(dim=1) / (rows * patch_size * patch_size)
     mu = mean_c.repeat_interleave(patch_size * patch_size)  # the per-channel mean at every patch position
     # E[(p - mu)(p - mu)^T] from the accumulated moments
     cov = second / rows - torch.outer(sums / rows, mu) - torch.outer(mu, sums / rows) + torch.outer(mu, mu)
