@@ -33,10 +33,13 @@ def adapter_folder(model_dir: Path, out: Path) -> Path:
 
     vdir = out / "adapter"
     vdir.mkdir(parents=True, exist_ok=True)
+    # a concat denoiser (no ControlNet folder) reads the control itself: pipeline/unet
+    concat = not (model_dir / "controlnet-pncc").is_dir()
+    reads = model_dir / ("pipeline/unet" if concat else "controlnet-pncc")
     atomic_write_json(vdir / "adapter.json", {
-        "version": "bench-" + model_dir.resolve().parent.name, "family": "sd15",
+        "version": "bench-" + model_dir.resolve().parent.name, "family": "sd15-concat" if concat else "sd15",
         "pipeline": str((model_dir / "pipeline").resolve()),
-        "controlnets": {"pncc": str((model_dir / "controlnet-pncc").resolve())}, "sample_steps": 20, "guidance": 1.0,
+        "controlnets": {"pncc": str(reads.resolve())}, "sample_steps": 20, "guidance": 1.0,
     })
     return vdir
 

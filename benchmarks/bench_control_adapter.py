@@ -46,8 +46,11 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=90.0, help="total training budget (autoencoder + denoiser)")
     ap.add_argument("--autoencoder", default="patch-pca", choices=("patch-pca", "kl"))
     ap.add_argument("--ae-minutes", type=float, default=10.0, help="time budget of a trained (kl) autoencoder")
+    ap.add_argument("--control-input", default="concat", choices=("concat", "controlnet"))
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ema", type=float, default=0.995)
+    ap.add_argument("--min-snr", type=float, default=5.0,
+                    help="min-SNR-gamma loss weighting (0: none, every timestep's v-loss weighted 1)")
     ap.add_argument("--eval-at", default="10,20,30,45,60,75,90", help="training minutes at which to evaluate")
     ap.add_argument("--stop-when-met", action="store_true",
                     help="stop training at the first validation evaluation that reaches the issue's targets")
@@ -86,9 +89,12 @@ def main() -> int:
 
     def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float):
         pose_dir, _, rnd, shard = dirs(key)
+        concat = not (model_dir / "controlnet-pncc").is_dir()
         gen = GeneratorResource(
-            backend="diffusers", model=str(model_dir / "pipeline"), family="sd15", steps=steps, guidance=guidance,
-            controlnets=[ControlNetConfig(path_or_id=str(model_dir / "controlnet-pncc"), control="pncc")],
+            backend="diffusers", model=str(model_dir / "pipeline"), family="sd15-concat" if concat else "sd15",
+            steps=steps, guidance=guidance,
+            controlnets=[ControlNetConfig(path_or_id=str(model_dir / ("pipeline/unet" if concat else "controlnet-pncc")),
+                                          control="pncc")],
             dtype="float32", batch_size=16).build("cpu")
         ev, records = evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
                                          round_name=rnd, shard=shard, project_seed=0, log=LOG)
@@ -116,9 +122,11 @@ def main() -> int:
         ae_minutes = args.ae_minutes if args.autoencoder == "kl" else 0.0
         for minutes in [float(m) for m in args.eval_at.split(",")]:
             minutes = min(minutes, args.minutes) - ae_minutes
-            cfg = AdapterTrainingConfig(model=ScratchModelConfig(autoencoder=args.autoencoder),
+            cfg = AdapterTrainingConfig(model=ScratchModelConfig(autoencoder=args.autoencoder,
+                                                                 control_input=args.control_input),
                                         ae_steps=100_000, ae_max_seconds=ae_minutes * 60 or None, steps=1_000_000,
-                                        max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None)
+                                        max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None,
+                                        min_snr_gamma=args.min_snr or None)
             res = train_adapter(pairs, cfg, work, model_out, log=LOG.info)
             den, ae = res.stages["denoiser"], res.stages["autoencoder"]
             ev = evaluate(model_out, val, args.out / f"eval-val-{int(minutes + ae_minutes):03d}min", cfg.sample_steps,
@@ -143,7 +151,7 @@ def main() -> int:
     print("\n== control adapter, trained from scratch, 128 px, 64 held-out test controls ==")
     if not args.eval_only:
         final = curve[-1]
-        print(f"training: autoencoder ({args.autoencoder}) {final['autoencoder_steps']} steps + denoiser/ControlNet "
+        print(f"training: autoencoder ({args.autoencoder}) {final['autoencoder_steps']} steps + denoiser ({args.control_input}) "
               f"{final['denoiser_steps']} steps = {final['total_minutes']:.1f} min; {final['s_per_step']:.2f} s/step "
               "(batch 16)")
     print(f"test: detected {ev.num_detected}/{ev.num_images} = {ev.detection_rate:.3f} (target >= 0.5); OKS mean "

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", type=Path, required=True, help="folder with pipeline/ and controlnet-pncc/")
+    ap.add_argument("--model", type=Path, required=True, help="folder with pipeline/ (and controlnet-pncc/ unless concat)")
     ap.add_argument("--pose", type=Path, required=True, help="a pose_pool partition folder (controls)")
     ap.add_argument("--images", type=Path, required=True, help="its raw_generations partition folder (images)")
     ap.add_argument("--timesteps", default="50,200,500,800,950,999")
@@ -31,14 +31,16 @@ def main() -> int:
 
     import numpy as np
     import torch
-    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from diffusers import ControlNetModel, DiffusionPipeline
     from PIL import Image
 
     import pd_assets.generation.patch_autoencoder  # noqa: F401  (diffusers loads only imported classes)
+    from pd_assets.generation.control_input import control_residuals, denoise, encode_control_latents
 
-    pipe = StableDiffusionControlNetPipeline.from_pretrained(
-        args.model / "pipeline", controlnet=ControlNetModel.from_pretrained(args.model / "controlnet-pncc"),
-        safety_checker=None, requires_safety_checker=False)
+    pipe = DiffusionPipeline.from_pretrained(args.model / "pipeline", safety_checker=None,
+                                             requires_safety_checker=False)
+    cn_dir = args.model / "controlnet-pncc"
+    controlnets = {"pncc": ControlNetModel.from_pretrained(cn_dir)} if cn_dir.is_dir() else {}
     files = sorted((args.images / "images").glob("*.png"))[: args.n]
     if not files:
         raise SystemExit(f"no images in {args.images / 'images'}: point --images at a raw_generations partition")
@@ -57,13 +59,13 @@ def main() -> int:
     with torch.no_grad():
         text = pipe.text_encoder(ids)[0]
         x0 = vae.encode(images).latent_dist.mean * scale
+        concat = None if controlnets else encode_control_latents(vae, controls)
         for t in (int(v) for v in args.timesteps.split(",")):
             a = pipe.scheduler.alphas_cumprod[t]
             x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen)
             ts = torch.full((len(files),), t)
-            down, mid = pipe.controlnet(x_t, ts, encoder_hidden_states=text, controlnet_cond=controls, return_dict=False)
-            v = pipe.unet(x_t, ts, encoder_hidden_states=text, down_block_additional_residuals=down,
-                          mid_block_additional_residual=mid).sample
+            residuals = control_residuals(controlnets, x_t, ts, text, {"pncc": controls})
+            v = denoise(pipe.unet, x_t, ts, text, residuals=residuals, control_latents=concat)
             pred = a.sqrt() * x_t - (1 - a).sqrt() * v  # v target: x0 = sqrt(a) x_t - sqrt(1-a) v
             print(f"t={t:4d}  latent MSE of the one-step clean prediction {float(((pred - x0) ** 2).mean()):.4f}")
             rows.append(vae.decode(pred / scale).sample)

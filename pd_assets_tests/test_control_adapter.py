@@ -46,12 +46,18 @@ def test_adapter_materialises_passes_its_check_and_records_provenance(adapter_ru
     assert report["config"]["model"]["autoencoder"] == "patch-pca"
     assert "patch_autoencoder" in (vdir / "model" / "pipeline" / "model_index.json").read_text()
     assert report["heldout_partition"] == "r0|s0001" and report["evaluation"]["num_images"] == 8
+    # the default from-scratch form: the control's latents are extra denoiser input channels
+    # (8 latent channels + 8 control-latent channels), run by the InstructPix2Pix pipeline
+    assert report["family"] == "sd15-concat" and report["controlnets"] == {"pncc": "model/pipeline/unet"}
+    unet_cfg = json.loads((vdir / "model" / "pipeline" / "unet" / "config.json").read_text())
+    assert unet_cfg["in_channels"] == 16 and unet_cfg["out_channels"] == 8
+    assert "StableDiffusionInstructPix2PixPipeline" in (vdir / "model" / "pipeline" / "model_index.json").read_text()
+    assert not (vdir / "model" / "controlnet-pncc").exists()
     # every written weight file is hashed, and the hashes are the files' own
-    assert {"pipeline/unet/diffusion_pytorch_model.safetensors", "controlnet-pncc/diffusion_pytorch_model.safetensors"} \
-        <= set(report["weights_sha256"])
+    assert "pipeline/unet/diffusion_pytorch_model.safetensors" in report["weights_sha256"]
     from pd_assets.storage import file_sha256
-    assert report["weights_sha256"]["controlnet-pncc/diffusion_pytorch_model.safetensors"] == \
-        file_sha256(vdir / "model" / "controlnet-pncc" / "diffusion_pytorch_model.safetensors")
+    assert report["weights_sha256"]["pipeline/unet/diffusion_pytorch_model.safetensors"] == \
+        file_sha256(vdir / "model" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
     assert (vdir / "checks_passed.json").is_file() and (vdir / "contact_sheet.png").is_file()
     assert sorted(p.name for p in (vdir / "work" / "denoiser").iterdir()) == ["step-0000002", "step-0000004"]
     checks = result.get_asset_check_evaluations()
@@ -68,7 +74,8 @@ def test_generator_uses_the_latest_adapter_and_records_it(adapter_run, tmp_path)
     assert report.num_generated == 8
     prov = pl.read_parquet(tmp_path / "gen" / "provenance.parquet")
     assert prov["control_adapter"].unique().to_list() == [version]
-    assert prov["controlnet_ids"][0].to_list()[0].endswith(f"{version}/model/controlnet-pncc")
+    assert prov["family"].unique().to_list() == ["sd15-concat"]
+    assert prov["controlnet_ids"][0].to_list()[0].endswith(f"{version}/model/pipeline/unet")
     with Image.open(tmp_path / "gen" / "images" / "r0-s0001-000000.png") as img:
         assert img.size == (128, 128)
 
@@ -108,9 +115,66 @@ def test_latest_without_a_passed_adapter_is_a_clear_error(tmp_path):
         resolve_adapter(str(tmp_path / "nope"), tmp_path)
 
 
+def _tiny_training(control_input: str, **kw):
+    from pd_assets.generation.adapter_training import AdapterTrainingConfig
+    from pd_assets.generation.scratch_model import ScratchModelConfig
+
+    model = ScratchModelConfig(image_size=32, vae_channels=(16, 16), latent_channels=4, unet_channels=(32, 32),
+                               control_input=control_input)
+    return AdapterTrainingConfig(model=model, steps=2, batch=2, checkpoint_every=2, warmup_steps=1, **kw)
+
+
+@pytest.mark.parametrize("control_input, family", [("controlnet", "sd15"), ("concat", "sd15-concat")])
+def test_both_control_forms_train_save_and_generate_through_the_generator(tmp_path, control_input, family):
+    from pd_assets.generation.adapter_training import train_adapter
+    from pd_assets.generation.generator import GenerationRequest
+    from resources.generator import ControlNetConfig
+
+    pairs = pairs_from_folder(_pair_folder(tmp_path / "pairs", n=4), ("pncc",))
+    res = train_adapter(pairs, _tiny_training(control_input), tmp_path / "work", tmp_path / "model")
+    assert res.info["family"] == family and res.stages["denoiser"].step == 2
+    reads = res.controlnet_dirs["pncc"]
+    assert reads == (tmp_path / "model" / ("controlnet-pncc" if control_input == "controlnet" else "pipeline/unet"))
+    gen = GeneratorResource(backend="diffusers", model=str(res.pipeline_dir), family=family, steps=2, guidance=1.0,
+                            controlnets=[ControlNetConfig(path_or_id=str(reads), control="pncc")],
+                            dtype="float32").build("cpu")
+    control = np.asarray(Image.open(tmp_path / "pairs" / "controls" / "pncc" / "p1.png"))
+    req = GenerationRequest("p1", "a person", "", seed=3, width=32, height=32, controls={"pncc": control})
+    first, again = gen.generate([req])[0], gen.generate([req])[0]
+    assert first.image.size == (32, 32) and first.provenance["family"] == family
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))  # the seed alone decides the image
+    if control_input == "controlnet":
+        return  # its zero-initialised output convolutions hide the control for the first steps
+    # the concat denoiser reads the control from step 0: another map, another image, same seed
+    other = GenerationRequest("p1", "a person", "", seed=3, width=32, height=32,
+                              controls={"pncc": np.full_like(control, 250)})
+    assert not np.array_equal(np.asarray(gen.generate([other])[0].image), np.asarray(first.image))
+
+
+def test_concat_form_refuses_what_it_cannot_read(tmp_path):
+    from pd_assets.generation.adapter_training import train_adapter
+    from pd_assets.generation.generator import GeneratorError
+    from resources.control_adapter import ControlAdapterResource
+    from resources.generator import ControlNetConfig
+
+    with pytest.raises(ValueError, match="control_input=concat needs base=scratch and one control.*controlnet"):
+        ControlAdapterResource(controls=["pncc", "skeleton"]).training_config()
+    with pytest.raises(ValueError, match="control_input='side' is not one of concat, controlnet"):
+        ControlAdapterResource(control_input="side").training_config()
+    pairs = pairs_from_folder(_pair_folder(tmp_path / "pairs", n=4), ("pncc",))
+    with pytest.raises(ValueError, match="control_input=concat needs base=scratch"):
+        train_adapter(pairs, _tiny_training("concat", base="/models/sd15"), tmp_path / "w", tmp_path / "m")
+    # a ControlNet-form model (4 input channels) is not a concat denoiser (8)
+    res = train_adapter(pairs, _tiny_training("controlnet"), tmp_path / "work", tmp_path / "model")
+    with pytest.raises(GeneratorError, match="needs a denoiser with 8 input channels.*takes 4"):
+        GeneratorResource(backend="diffusers", model=str(res.pipeline_dir), family="sd15-concat",
+                          controlnets=[ControlNetConfig(path_or_id=str(res.pipeline_dir / "unet"), control="pncc")],
+                          dtype="float32").build("cpu")
+
+
 def _pair_folder(tmp_path, n=3, size=32):
     for i in range(n):
-        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images").mkdir(parents=True, exist_ok=True)
         (tmp_path / "controls" / "pncc").mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((size, size, 3), 10 * i, np.uint8)).save(tmp_path / "images" / f"p{i}.png")
         Image.fromarray(np.full((size, size, 3), 5 * i, np.uint8)).save(tmp_path / "controls" / "pncc" / f"p{i}.png")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -11,38 +13,44 @@ from pd_assets.generation.scratch_model import ScratchModelConfig, build_control
 CFG = ScratchModelConfig(image_size=32, vae_channels=(16, 16), unet_channels=(32, 32), latent_channels=4)
 
 
-def _parts(seed: int = 0):
+def _parts(seed: int = 0, control_input: str = "controlnet"):
     torch.manual_seed(seed)
-    unet = build_unet(CFG)
-    return unet, {"pncc": build_controlnet(CFG, unet)}, build_scheduler(CFG)
+    cfg = dataclasses.replace(CFG, control_input=control_input)
+    unet = build_unet(cfg)
+    return unet, {"pncc": build_controlnet(cfg, unet)} if control_input == "controlnet" else {}, build_scheduler(cfg)
 
 
-def _synthetic(n: int, seed: int) -> PreferenceTensors:
-    """Winners are bright latents, losers dark ones: a preference the model can learn."""
+def _synthetic(n: int, seed: int, control_input: str = "controlnet") -> PreferenceTensors:
+    """Winners are bright latents, losers dark ones: a preference the model can learn. A
+    concat denoiser reads control latents instead of ControlNet maps."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, CFG.latent_channels, CFG.latent_size, CFG.latent_size)
-    return PreferenceTensors(winners=0.8 + 0.1 * torch.randn(shape, generator=g),
+    data = PreferenceTensors(winners=0.8 + 0.1 * torch.randn(shape, generator=g),
                              losers=-0.8 + 0.1 * torch.randn(shape, generator=g),
                              controls={"pncc": torch.rand(n, 3, CFG.image_size, CFG.image_size, generator=g)},
                              text=torch.randn(n, 77, CFG.text_hidden, generator=g))
+    if control_input == "concat":
+        return dataclasses.replace(data, controls={}, control_latents=torch.randn(shape, generator=g))
+    return data
 
 
 DPO = DpoConfig(rank=4, alpha=4, beta=2000.0, lr=5e-3, steps=40, batch=4, grad_accum=1, checkpoint_every=10, seed=1)
 
 
-def test_dpo_learns_a_systematic_preference_and_generalises(tmp_path):
-    unet, cns, sched = _parts()
+@pytest.mark.parametrize("control_input", ["controlnet", "concat"])
+def test_dpo_learns_a_systematic_preference_and_generalises(tmp_path, control_input):
+    unet, cns, sched = _parts(control_input=control_input)
     before = {k: v.clone() for k, v in unet.state_dict().items() if "lora" not in k}
-    result = train_dpo(unet, cns, sched, _synthetic(32, 0), DPO, tmp_path / "work")
+    result = train_dpo(unet, cns, sched, _synthetic(32, 0, control_input), DPO, tmp_path / "work")
     assert result.step == 40
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < first - 0.1  # starts at log 2 = 0.693
-    held_out = implicit_reward_accuracy(unet, cns, sched, _synthetic(16, 99), DPO)
+    held_out = implicit_reward_accuracy(unet, cns, sched, _synthetic(16, 99, control_input), DPO)
     assert held_out >= 0.8
     # only the LoRA was trained: the base denoiser and the ControlNet are untouched
     after = {k.replace(".base_layer", ""): v for k, v in unet.state_dict().items() if "lora" not in k}
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert all(not p.requires_grad for p in cns["pncc"].parameters())
+    assert all(not p.requires_grad for cn in cns.values() for p in cn.parameters())
     assert any(v.abs().sum() > 0 for k, v in lora_state(unet).items() if "lora_B" in k)
 
 

@@ -93,7 +93,8 @@ def test_a_pipeline_with_it_loads_through_from_pretrained(tmp_path):
 
     from pd_assets.generation.scratch_model import ScratchModelConfig, build_parts
 
-    cfg = ScratchModelConfig(image_size=32, vae_channels=(16, 16, 16), unet_channels=(32, 32), latent_channels=8)
+    cfg = ScratchModelConfig(image_size=32, vae_channels=(16, 16, 16), unet_channels=(32, 32), latent_channels=8,
+                             control_input="controlnet")
     parts = build_parts(cfg, tmp_path / "tok")
     vae = parts["vae"]
     assert isinstance(vae, PatchPCAAutoencoder)
@@ -129,7 +130,7 @@ def test_the_generator_loads_such_a_pipeline_in_a_fresh_process(tmp_path):
     from pd_assets.generation.scratch_model import ScratchModelConfig, build_controlnet
 
     build_controlnet(ScratchModelConfig(image_size=32, vae_channels=(16, 16, 16), unet_channels=(32, 32),
-                                        latent_channels=8)).save_pretrained(parts_dir)
+                                        latent_channels=8, control_input="controlnet")).save_pretrained(parts_dir)
     code = textwrap.dedent(f"""
         import logging, sys
         from types import SimpleNamespace

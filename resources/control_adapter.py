@@ -18,7 +18,11 @@ PAIR_SOURCES = ("partitions", "render", "folder", "webdataset")
 
 class ControlAdapterResource(dg.ConfigurableResource):
     base: str = Field(default="scratch", description="scratch | a diffusers SD-1.5 pipeline folder or hub id")
-    controls: list[str] = Field(default=["pncc"], description="pose_pool control maps fed to the adapter (one ControlNet each)")
+    controls: list[str] = Field(default=["pncc"], description="pose_pool control maps fed to the adapter (one ControlNet each; concat reads one)")
+    control_input: str = Field(
+        default="concat",
+        description="concat (from scratch, one control: its latents are extra denoiser input channels) | controlnet",
+    )
     pair_source: str = Field(default="partitions", description="partitions (raw_generations images) | render (render-backend images made in memory) | folder | webdataset")
     pair_partitions: list[str] = Field(
         default=["r0|s0000"], description="round|shard partitions whose pose_pool controls + raw_generations images train it",
@@ -56,9 +60,20 @@ class ControlAdapterResource(dg.ConfigurableResource):
 
         if self.autoencoder not in AUTOENCODERS:
             raise ValueError(f"control_adapter.autoencoder={self.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
+        from pd_assets.generation.scratch_model import CONTROL_INPUTS
+
+        if self.control_input not in CONTROL_INPUTS:
+            raise ValueError(f"control_adapter.control_input={self.control_input!r} is not one of "
+                             f"{', '.join(CONTROL_INPUTS)}")
+        if self.control_input == "concat" and (self.base != "scratch" or len(self.controls) != 1):
+            raise ValueError(
+                f"control_adapter.control_input=concat needs base=scratch and one control (got base={self.base!r}, "
+                f"controls={self.controls}): set control_input=controlnet to train ControlNets on a pretrained "
+                "base or on several control maps"
+            )
         return AdapterTrainingConfig(
             controls=tuple(self.controls), base=self.base,
-            model=ScratchModelConfig(autoencoder=self.autoencoder, vae_channels=tuple(self.vae_channels),
+            model=ScratchModelConfig(autoencoder=self.autoencoder, control_input=self.control_input, vae_channels=tuple(self.vae_channels),
                                      latent_channels=self.latent_channels, unet_channels=tuple(self.unet_channels),
                                      seed=self.seed),
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
@@ -77,7 +92,9 @@ class ControlAdapterResource(dg.ConfigurableResource):
                        minutes=None, batch_size=2, checkpoint_every=2, sample_steps=2,
                        min_detection_rate=0.0, min_median_oks=0.0)
         if profile == "gpu":
-            return cls(base=os.environ.get("PD_ADAPTER_BASE", "scratch"), minutes=None, ae_minutes=None,
+            base = os.environ.get("PD_ADAPTER_BASE", "scratch")
+            return cls(base=base, control_input="concat" if base == "scratch" else "controlnet",
+                       minutes=None, ae_minutes=None,
                        steps=20_000, ae_steps=5_000, batch_size=16)
         if profile == "local-diffusion":  # the benchmark's settings (benchmarks/bench_control_adapter.py)
             return cls(pair_source="render", pair_partitions=[f"r0|s{i:04d}" for i in range(8)],

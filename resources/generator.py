@@ -59,7 +59,7 @@ class GeneratorResource(dg.ConfigurableResource):
     )
     family: str = Field(
         default="sd15",
-        description="diffusers pipeline family: sd15 | sdxl | flux | flux-control",
+        description="diffusers pipeline family: sd15 | sd15-concat (control as denoiser input channels) | sdxl | flux | flux-control",
     )
     controlnets: list[ControlNetConfig] = Field(
         default_factory=list,

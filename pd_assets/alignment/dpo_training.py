@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pd_assets.generation.control_input import control_residuals, denoise
 from pd_assets.alignment.dpo_loss import dpo_loss, per_sample_error
 from pd_assets.training.loop import LoopConfig, LoopResult, run_loop
 from pd_assets.training.targets import add_noise, training_target
@@ -53,6 +54,8 @@ class PreferenceTensors:
     losers: torch.Tensor
     controls: dict[str, torch.Tensor]
     text: torch.Tensor
+    # a concat adapter (no ControlNets): the control's latents, fed as extra denoiser input
+    control_latents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.winners.shape[0])
@@ -94,17 +97,14 @@ def make_loss_fn(unet, controlnets: dict, scheduler, data: PreferenceTensors, cf
         enc = data.text[idx].repeat(2, 1, 1).to(device)
         noisy = add_noise(x0, noise, t, pred_type, alphas)
         with torch.no_grad():  # the control adapter is frozen: one pass serves both models
-            down, mid = None, None
-            for name, cn in controlnets.items():
-                cond = data.controls[name][idx].repeat(2, 1, 1, 1).to(device)
-                d, m = cn(noisy, t, encoder_hidden_states=enc, controlnet_cond=cond, return_dict=False)
-                down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
-                mid = m if mid is None else mid + m
+            controls = {name: data.controls[name][idx].repeat(2, 1, 1, 1).to(device) for name in controlnets}
+            residuals = control_residuals(controlnets, noisy, t, enc, controls)
+        concat = (data.control_latents[idx].repeat(2, 1, 1, 1).to(device)
+                  if data.control_latents is not None else None)
         target = training_target(x0, noise, t, pred_type, alphas)
 
         def run():
-            return unet(noisy, t, encoder_hidden_states=enc, down_block_additional_residuals=down,
-                        mid_block_additional_residual=mid).sample
+            return denoise(unet, noisy, t, enc, residuals=residuals, control_latents=concat)
 
         err_theta = per_sample_error(run(), target)
         with torch.no_grad():

@@ -64,19 +64,24 @@ def build_preferences(generator, train_dir: Path, out: Path, k: int, project_see
 
 
 def load_adapter_parts(adapter_dir: Path, device: str = "cpu") -> dict:
-    """The adapter's pipeline components (denoiser, ControlNets, autoencoder, text encoder)."""
-    from diffusers import ControlNetModel, StableDiffusionPipeline
+    """The adapter's pipeline components (denoiser, ControlNets, autoencoder, text encoder);
+    `concat_control` names the control a concat denoiser reads (None with ControlNets)."""
+    from diffusers import ControlNetModel, DiffusionPipeline
 
     import pd_assets.generation.patch_autoencoder  # noqa: F401  (diffusers loads only imported classes)
     from pd_assets.generation.adapter_store import read_report
     from pd_assets.generation.pipelines import quiet_loading
 
     report = read_report(adapter_dir)
+    concat = report.get("family") == "sd15-concat"
     with quiet_loading():  # e.g. "Expected types for vae": the from-scratch autoencoder is not an AutoencoderKL
-        pipe = StableDiffusionPipeline.from_pretrained(adapter_dir / report["pipeline"], safety_checker=None,
-                                                       requires_safety_checker=False)
-        cns = {c: ControlNetModel.from_pretrained(adapter_dir / rel).to(device) for c, rel in report["controlnets"].items()}
+        # the class model_index.json names: a plain SD pipeline, or InstructPix2Pix for a concat denoiser
+        pipe = DiffusionPipeline.from_pretrained(adapter_dir / report["pipeline"], safety_checker=None,
+                                                 requires_safety_checker=False)
+        cns = {} if concat else {c: ControlNetModel.from_pretrained(adapter_dir / rel).to(device)
+                                 for c, rel in report["controlnets"].items()}
     return {"pipe": pipe, "unet": pipe.unet.to(device), "vae": pipe.vae.to(device), "controlnets": cns,
+            "concat_control": next(iter(report["controlnets"])) if concat else None,
             "scheduler": pipe.scheduler, "tokenizer": pipe.tokenizer, "text_encoder": pipe.text_encoder.to(device),
             "report": report}
 
@@ -87,6 +92,7 @@ def preference_tensors(pairs: pl.DataFrame, prefs_dir: Path, train_dir: Path, pa
     from PIL import Image
 
     from pd_assets.generation.adapter_training import encode_latents, encode_prompts
+    from pd_assets.generation.control_input import encode_control_latents
     from pd_assets.generation.generator import control_to_image
     from pd_assets.safe_io import read_label_rows, resolve_inside
 
@@ -101,7 +107,8 @@ def preference_tensors(pairs: pl.DataFrame, prefs_dir: Path, train_dir: Path, pa
     losers = np.stack([image(r["loser_k"], r["condition"]) for r in rows])
     scale = parts["vae"].config.scaling_factor
     controls = {}
-    for name in parts["controlnets"]:
+    concat = parts.get("concat_control")
+    for name in [*parts["controlnets"], *([concat] if concat else [])]:
         maps = []
         for r in rows:
             label = labels[r["condition"]]
@@ -110,8 +117,10 @@ def preference_tensors(pairs: pl.DataFrame, prefs_dir: Path, train_dir: Path, pa
         controls[name] = torch.from_numpy(np.stack(maps)).permute(0, 3, 1, 2).float() / 255.0
     text = encode_prompts(parts["tokenizer"], parts["text_encoder"], [labels[r["condition"]]["prompt"] or ""
                                                                         for r in rows], device)
+    control_latents = encode_control_latents(parts["vae"], controls.pop(concat).to(device)) if concat else None
     return PreferenceTensors(winners=encode_latents(parts["vae"], winners, device) * scale,
-                             losers=encode_latents(parts["vae"], losers, device) * scale, controls=controls, text=text)
+                             losers=encode_latents(parts["vae"], losers, device) * scale, controls=controls, text=text,
+                             control_latents=control_latents)
 
 
 def split_pairs(pairs: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -129,7 +138,8 @@ def split_pairs(pairs: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.Dat
 def subset(data: PreferenceTensors, idx: np.ndarray) -> PreferenceTensors:
     t = torch.as_tensor(idx, dtype=torch.long)
     return PreferenceTensors(winners=data.winners[t], losers=data.losers[t],
-                             controls={k: v[t] for k, v in data.controls.items()}, text=data.text[t])
+                             controls={k: v[t] for k, v in data.controls.items()}, text=data.text[t],
+                             control_latents=None if data.control_latents is None else data.control_latents[t])
 
 
 def train_alignment(parts: dict, data: PreferenceTensors, val: PreferenceTensors | None, cfg: DpoConfig, out: Path,

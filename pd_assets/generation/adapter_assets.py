@@ -40,8 +40,8 @@ def control_adapter(
     keypoint_detector: KeypointDetectorResource,
 ) -> dg.MaterializeResult:
     """The generator's control adapter, trained on (control map, image) pairs: ControlNets
-    on a pretrained SD base, or (base=scratch) a small latent-diffusion model with its
-    ControlNet trained from nothing. Evaluated on held-out pose_pool controls by the
+    on a pretrained SD base, or (base=scratch) a small latent-diffusion model trained from
+    nothing that reads the control as extra denoiser input channels (or a ControlNet). Evaluated on held-out pose_pool controls by the
     curation scorer; raw_generations uses it with `generator.control_adapter=latest`."""
     from pd_assets.curation.filters import FilterThresholds
     from pd_assets.generation.adapter_eval import evaluate_generator
@@ -63,9 +63,9 @@ def control_adapter(
     detector = keypoint_detector.build()
     calibration = keypoint_detector.load_calibration()
 
-    def generator_for(pipeline_dir, controlnets):
+    def generator_for(pipeline_dir, controlnets, family):
         return GeneratorResource(
-            backend="diffusers", model=str(pipeline_dir), family="sd15", steps=cfg.sample_steps,
+            backend="diffusers", model=str(pipeline_dir), family=family, steps=cfg.sample_steps,
             guidance=cfg.guidance, dtype="float32" if not compute.torch_device().startswith("cuda") else "bfloat16",
             controlnets=[ControlNetConfig(path_or_id=p, control=c) for c, p in controlnets.items()],
         ).build(compute.torch_device(), batch_size=compute.batch_size, log=context.log)

@@ -51,7 +51,7 @@ def weights_hashes(model_dir: Path) -> dict[str, str]:
 
 
 def build_adapter_version(pairs: PairSet, cfg, root: Path, heldout_pose_dir: Path, heldout_key: str, *,
-                          generator_for: Callable[[Path, dict], Any], evaluate: Callable[..., Any],
+                          generator_for: Callable[[Path, dict, str], Any], evaluate: Callable[..., Any],
                           device: str = "cpu", log: Callable[[str], None] | None = None,
                           provenance: dict[str, Any] | None = None) -> AdapterBuild:
     """Train (or resume, or reuse) the version of `cfg` on `pairs`, evaluate it on the held-out
@@ -67,16 +67,20 @@ def build_adapter_version(pairs: PairSet, cfg, root: Path, heldout_pose_dir: Pat
     model_dir = vdir / "model"
     with atomic_directory(model_dir) as staging:
         result = train_adapter(pairs, cfg, vdir / "work", staging, device=device, log=log)
-    controlnets = {name: str(model_dir / p.name) for name, p in result.controlnet_dirs.items()}
-    generator = generator_for(model_dir / "pipeline", controlnets)
+        # where each control is read: a ControlNet folder, or the concat denoiser pipeline/unet
+        control_rel = {name: Path("model") / p.relative_to(staging) for name, p in result.controlnet_dirs.items()}
+    family = result.info["family"]
+    controlnets = {name: str(vdir / rel) for name, rel in control_rel.items()}
+    generator = generator_for(model_dir / "pipeline", controlnets, family)
     evaluation, records = evaluate(generator, heldout_pose_dir, vdir / "eval")
     contact_sheet_for(heldout_pose_dir, vdir / "eval", records).save(vdir / "contact_sheet.png")
-    loss_curve_image(result.stages["denoiser"].losses, "denoiser + ControlNet loss").save(vdir / "loss_curve.png")
+    loss_curve_image(result.stages["denoiser"].losses, "denoiser loss" if family == "sd15-concat"
+                     else "denoiser + ControlNet loss").save(vdir / "loss_curve.png")
     stages = {name: {"steps": s.step, "seconds": round(s.seconds, 1), "final_loss": s.final_loss,
                      "stopped_by_budget": s.stopped_by_budget} for name, s in result.stages.items()}
     report = {
-        "version": version, "base": cfg.base, "family": "sd15", "controls": list(cfg.controls),
-        "pipeline": "model/pipeline", "controlnets": {k: f"model/controlnet-{k}" for k in cfg.controls},
+        "version": version, "base": cfg.base, "family": family, "controls": list(cfg.controls),
+        "pipeline": "model/pipeline", "controlnets": {k: rel.as_posix() for k, rel in control_rel.items()},
         "sample_steps": cfg.sample_steps, "guidance": cfg.guidance,
         "num_pairs": len(pairs), "pair_sources": pairs.sources, "image_size": list(pairs.size),
         "config": cfg.as_dict(), "stages": stages, "latent_scale": result.latent_scale,

@@ -2,8 +2,9 @@
 
     control_adapter/{version}/
         work/                   training checkpoints (a killed run resumes from here)
-        model/pipeline/         the SD-1.5-family pipeline (from scratch) or a copy-free pointer
-        model/controlnet-{c}/   one ControlNet per control map
+        model/pipeline/         the SD-1.5-family pipeline (from scratch) or a copy-free pointer;
+                                a concat adapter's pipeline/unet reads the control itself
+        model/controlnet-{c}/   one ControlNet per control map (ControlNet form)
         eval/                   held-out generations, scored (raw_generations layout)
         loss_curve.png, contact_sheet.png
         adapter.json            provenance + evaluation, written last (a version without it is unfinished)

@@ -4,11 +4,12 @@
 loop of `pd_assets.training.loop`:
   1. the autoencoder: fit in closed form (patch PCA, the default) or trained on the images
      (L1 + a tiny KL term); then its latent scale is fixed;
-  2. the UNet denoiser and one ControlNet per control map, jointly, on cached latents,
+  2. the UNet denoiser, reading the control's latents as extra input channels (concat,
+     the default) or with one ControlNet per control map, jointly, on cached latents,
      with the v target, min-SNR weighting and prompt dropout (so CFG stays possible).
 A pretrained SD-family base (`base = <folder or hub id>`) skips 1 and trains only the
 ControlNets (`ControlNetModel.from_unet`) with the denoiser, autoencoder and text
-encoder frozen. Both end as diffusers folders: `pipeline/` + `controlnet-{control}/`.
+encoder frozen. All end as diffusers folders: `pipeline/` (+ `controlnet-{control}/`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from pd_assets.generation.adapter_pairs import PairSet
+from pd_assets.generation.control_input import control_residuals, denoise
 from pd_assets.generation.scratch_model import ScratchModelConfig, build_controlnet, build_parts, save_pipeline
 from pd_assets.training.loop import LoopConfig, LoopResult, run_loop
 from pd_assets.training.targets import add_noise, min_snr_weight, training_target
@@ -146,18 +148,19 @@ def train_autoencoder(vae, pairs: PairSet, cfg: AdapterTrainingConfig, work: Pat
     return result, float(1.0 / cached_latents(vae, pairs, work, device).std().clamp_min(1e-6))
 
 
-def cached_latents(vae, pairs: PairSet, work: Path, device: str) -> torch.Tensor:
-    """Unscaled latents of every training image, encoded once per autoencoder (keyed by its
-    weights) and kept in `work` (safetensors), so a resumed run does not encode the pairs again."""
+def cached_latents(vae, pairs: PairSet, work: Path, device: str, control: str | None = None) -> torch.Tensor:
+    """Unscaled latents of every training image (or of every `control` map), encoded once per
+    autoencoder (keyed by its weights) and kept in `work` (safetensors), so a resumed run does
+    not encode the pairs again."""
     from safetensors.torch import load_file, save_file
 
     from pd_assets.storage import atomic_write_bytes
 
-    key = f"{weights_hash(vae)}-{len(pairs)}-{hash_ids(pairs.ids)}"
+    key = f"{weights_hash(vae)}-{len(pairs)}-{hash_ids(pairs.ids)}" + (f"-{control}" if control else "")
     path = work / f"latents-{key}.safetensors"
     if path.is_file():
         return load_file(str(path))["latents"]
-    latents = encode_latents(vae, pairs.images, device)
+    latents = encode_latents(vae, pairs.images if control is None else pairs.controls[control], device)
     tmp = work / f".latents-{key}.tmp"
     save_file({"latents": latents.contiguous()}, str(tmp))
     atomic_write_bytes(path, tmp.read_bytes())
@@ -204,8 +207,10 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: str, bat
 def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, latents: torch.Tensor,
                    text: torch.Tensor, empty_text: torch.Tensor, pairs: PairSet, cfg: AdapterTrainingConfig,
                    work: Path, device: str, log: Callable[[str], None] | None,
-                   train_unet: bool = True) -> tuple[LoopResult, Any]:
-    """Stage 2: the denoiser (if `train_unet`) and the ControlNets on cached, scaled latents."""
+                   train_unet: bool = True, control_latents: torch.Tensor | None = None) -> tuple[LoopResult, Any]:
+    """Stage 2: the denoiser (if `train_unet`) and the ControlNets on cached, scaled latents;
+    with `control_latents` (concat input) there are no ControlNets: the control's latents are
+    concatenated to the noisy latents, as `StableDiffusionInstructPix2PixPipeline` feeds them."""
     n = latents.shape[0]
     pred_type = scheduler.config.prediction_type
     alphas = scheduler.alphas_cumprod.float()
@@ -220,14 +225,10 @@ def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, lat
         enc = torch.where(drop[:, None, None], empty_text.expand(cfg.batch, -1, -1), text[idx]).to(device)
         t_dev = t.to(device)
         noisy = add_noise(x0, noise, t_dev, pred_type, alphas)
-        down, mid = None, None
-        for name, cn in controlnets.items():
-            cond = _controls_to_tensor(pairs.controls[name], idx).to(device)
-            d, m = cn(noisy, t_dev, encoder_hidden_states=enc, controlnet_cond=cond, return_dict=False)
-            down = d if down is None else [a + b for a, b in zip(down, d, strict=True)]
-            mid = m if mid is None else mid + m
-        pred = unet(noisy, t_dev, encoder_hidden_states=enc, down_block_additional_residuals=down,
-                    mid_block_additional_residual=mid).sample
+        controls = {name: _controls_to_tensor(pairs.controls[name], idx).to(device) for name in controlnets}
+        residuals = control_residuals(controlnets, noisy, t_dev, enc, controls)
+        concat = control_latents[idx].to(device) if control_latents is not None else None
+        pred = denoise(unet, noisy, t_dev, enc, residuals=residuals, control_latents=concat)
         target = training_target(x0, noise, t_dev, pred_type, alphas)
         per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.min_snr_gamma:
@@ -254,10 +255,18 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
     """Train (resuming from `work` after a kill) and write the diffusers folders into `out`."""
     torch.manual_seed(cfg.seed)
     work.mkdir(parents=True, exist_ok=True)
+    concat = cfg.model.control_input == "concat"
+    if concat and (cfg.base != "scratch" or len(cfg.controls) != 1):
+        raise ValueError(
+            f"control_input=concat needs base=scratch and exactly one control (got base={cfg.base!r}, "
+            f"controls={list(cfg.controls)}): the control becomes input channels of a denoiser trained "
+            "from scratch; use control_input=controlnet for a pretrained base or several control maps"
+        )
     stages: dict[str, LoopResult] = {}
     if cfg.base == "scratch":
         parts = build_parts(cfg.model, work / "_tokenizer")
-        controlnets = {c: parts["controlnet"] if i == 0 else build_controlnet(cfg.model) for i, c in enumerate(cfg.controls)}
+        controlnets = {} if concat else {
+            c: parts["controlnet"] if i == 0 else build_controlnet(cfg.model) for i, c in enumerate(cfg.controls)}
         vae = parts["vae"].to(device)
         stages["autoencoder"], scale = fit_autoencoder(vae, pairs, cfg, work, device, log)
         vae.register_to_config(scaling_factor=scale)
@@ -270,16 +279,19 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
             m.requires_grad_(False)
     vae.requires_grad_(False)
     latents = cached_latents(vae, pairs, work, device) * vae.config.scaling_factor
+    # the pipeline concatenates the control's posterior mode, unscaled (InstructPix2Pix convention)
+    control_latents = cached_latents(vae, pairs, work, device, control=cfg.controls[0]) if concat else None
     text = encode_prompts(parts["tokenizer"], parts["text_encoder"].to(device), pairs.prompts, device)
     empty = encode_prompts(parts["tokenizer"], parts["text_encoder"], [""], device)
     unet = parts["unet"].to(device)
     for cn in controlnets.values():
         cn.to(device)
     stages["denoiser"], _ = train_denoiser(unet, controlnets, parts["scheduler"], latents, text, empty, pairs, cfg,
-                                           work, device, log, train_unet=train_unet)
+                                           work, device, log, train_unet=train_unet, control_latents=control_latents)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(cfg.controls))
-    pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets[first]}, out, first)
+    pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets.get(first)},
+                                     out, first)
     cn_dirs = {first: cn_dir}
     for name, cn in controlnets.items():
         if name != first:
@@ -288,7 +300,8 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
     return AdapterTrainingResult(
         pipeline_dir=pipe_dir, controlnet_dirs=cn_dirs, stages=stages, latent_scale=scale,
         seconds=sum(s.seconds for s in stages.values()),
-        info={"num_pairs": len(pairs), "image_size": list(pairs.size), "config": cfg.as_dict()},
+        info={"num_pairs": len(pairs), "image_size": list(pairs.size), "config": cfg.as_dict(),
+              "family": "sd15-concat" if concat else "sd15"},
     )
 
 

@@ -133,6 +133,10 @@ class DiffusersGenerator:
         if cfg.family == "flux-control" and len(cfg.controlnets) != 1:
             raise GeneratorError("generator.family=flux-control takes exactly one control LoRA in "
                                  f"generator.controlnets, got {len(cfg.controlnets)}")
+        if cfg.family == "sd15-concat" and len(cfg.controlnets) != 1:
+            raise GeneratorError("generator.family=sd15-concat reads exactly one control map (its denoiser's "
+                                 "extra input channels): give one entry in generator.controlnets, pointing at "
+                                 f"the model's unet folder, got {len(cfg.controlnets)}")
         if cfg.steps < 1:
             raise GeneratorError(f"generator.steps={cfg.steps} must be at least 1")
         numbers = [("generator.guidance", cfg.guidance)]
@@ -268,6 +272,13 @@ class DiffusersGenerator:
             # are read per *sample* by SD 1.5 and refused by SDXL.)
             kwargs["image"] = per_cn[0] if len(per_cn) == 1 else [_as_batch_tensor(imgs) for imgs in per_cn]
             kwargs["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+        elif cfg.family == "sd15-concat":
+            # InstructPix2Pix sizes the output from the control image; the control entry's scale
+            # is its image guidance (1.0: the control always on, the only way it was trained)
+            del kwargs["height"], kwargs["width"]
+            kwargs["negative_prompt"] = [self._negative(r) for r in chunk]
+            kwargs["image"] = per_cn[0]
+            kwargs["image_guidance_scale"] = scales[0]
         elif cfg.family == "flux":
             kwargs["control_image"] = per_cn[0] if len(per_cn) == 1 else per_cn
             kwargs["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales

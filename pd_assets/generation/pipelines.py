@@ -11,9 +11,14 @@ from typing import Any
 
 from pd_assets.generation.generator import GeneratorError
 
-FAMILIES = ("sd15", "sdxl", "flux", "flux-control")
+# sd15-concat: an SD-1.5-family denoiser that reads the control as extra input channels
+# (the from-scratch adapter's default), run by the InstructPix2Pix pipeline
+FAMILIES = ("sd15", "sd15-concat", "sdxl", "flux", "flux-control")
+# families whose control weights live in the base model itself or in a LoRA, not a ControlNet
+NO_CONTROLNET = ("sd15-concat", "flux-control")
 _PIPELINE_CLASS = {
     "sd15": "StableDiffusionControlNetPipeline",
+    "sd15-concat": "StableDiffusionInstructPix2PixPipeline",
     "sdxl": "StableDiffusionXLControlNetPipeline",
     "flux": "FluxControlNetPipeline",
     "flux-control": "FluxControlPipeline",
@@ -72,7 +77,7 @@ def check_combination(family: str, model_dir: Path, controlnet_dirs: list[Path],
             "generator.model at one (e.g. the output of `python -m pd_assets.generation.tiny_models`)"
         )
     found = detect_family(model_dir)
-    base_family = "flux" if family == "flux-control" else family
+    base_family = {"flux-control": "flux", "sd15-concat": "sd15"}.get(family, family)
     if found is not None and found != base_family:
         raise GeneratorError(
             f"generator.model {model_dir} is a {found} pipeline (model_index.json) but "
@@ -80,6 +85,9 @@ def check_combination(family: str, model_dir: Path, controlnet_dirs: list[Path],
         )
     if family == "flux-control":
         return  # the control LoRA is checked by load_lora_weights
+    if family == "sd15-concat":
+        _check_concat_unet(model_dir)
+        return
     want = _CONTROLNET_CLASS[family]
     denoiser = _read_json(model_dir / ("transformer" if base_family == "flux" else "unet") / "config.json")
     for cdir, name in zip(controlnet_dirs, names, strict=True):
@@ -102,6 +110,20 @@ def check_combination(family: str, model_dir: Path, controlnet_dirs: list[Path],
                 f"ControlNet {name!r} has {key}={cfg[key]} but the base model has {denoiser[key]}: it was "
                 f"trained for another base model (e.g. SD 1.5 vs SDXL); use a ControlNet made for {model_dir.name}"
             )
+
+
+def _check_concat_unet(model_dir: Path) -> None:
+    """A concat denoiser takes the noisy latents and the control's latents: twice the
+    autoencoder's latent channels."""
+    unet = _read_json(model_dir / "unet" / "config.json")
+    vae = _read_json(model_dir / "vae" / "config.json")
+    want = 2 * int(vae.get("latent_channels", 4))
+    if unet and int(unet.get("in_channels", want)) != want:
+        raise GeneratorError(
+            f"generator.family=sd15-concat needs a denoiser with {want} input channels (latents + control "
+            f"latents), but {model_dir / 'unet'} takes {unet.get('in_channels')}: use family=sd15 with a "
+            "ControlNet for this model, or a control_adapter trained with control_input=concat"
+        )
 
 
 def scheduler_name(requested: str, model_dir: Path) -> str:
@@ -145,11 +167,11 @@ def load_pipeline(cfg, model_dir: Path, controlnet_dirs: list[Path], lora_paths:
     kwargs: dict[str, Any] = {"dtype": dtype}
     if cfg.variant:
         kwargs["variant"] = cfg.variant
-    if cfg.family != "flux-control":
+    if cfg.family not in NO_CONTROLNET:
         cn_cls = getattr(diffusers, _CONTROLNET_CLASS[cfg.family])
         cns = [cn_cls.from_pretrained(d, dtype=dtype) for d in controlnet_dirs]
         kwargs["controlnet"] = cns[0] if len(cns) == 1 else cns
-    if cfg.family == "sd15":
+    if cfg.family in ("sd15", "sd15-concat"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     try:
         with quiet_loading():

@@ -3,16 +3,21 @@
 When no pretrained base is configured (`control_adapter.base = scratch`), the adapter stage
 trains this model on the (control, image) pairs: an autoencoder (f=4, 16 latent channels;
 by default the closed-form patch-PCA one of `patch_autoencoder`, or a learned KL one), a
-UNet denoiser with cross-attention on the 16x16 and 8x8 levels, a ControlNet that
-reads the control map at image resolution, and a small frozen CLIP text encoder (the
-tiny-model builder's). Saved with `save_pretrained`, the result is an SD-1.5-family
-pipeline folder plus a ControlNet folder: `GeneratorResource(family="sd15")` loads it
-through the same `from_pretrained` path as real weights.
+UNet denoiser with cross-attention on the 16x16 and 8x8 levels, and a small frozen CLIP
+text encoder (the tiny-model builder's). The control enters in one of two forms
+(`control_input`, see `control_input.py`):
+  - concat (default): the control map's autoencoder latents are extra input channels of
+    the denoiser; saved as a `StableDiffusionInstructPix2PixPipeline` folder, which feeds
+    them exactly so (generator family `sd15-concat`);
+  - controlnet: a ControlNet that reads the control at image resolution, saved as an
+    SD-1.5 pipeline folder plus a ControlNet folder (family `sd15`).
+Both load through `from_pretrained` like real weights.
 
-Why a ControlNet rather than control channels concatenated to the denoiser input: the
-generator, the DPO stage (a LoRA on the denoiser, the control adapter frozen) and users'
-real SD bases all use the ControlNet form, so one trainer and one loader serve all three.
-The ControlNet is trained jointly with the denoiser from the first step.
+Why concat is the default from scratch: the control reaches the first layer at full
+strength from step 0 (a ControlNet starts behind zero convolutions), and without the
+ControlNet's copy of the encoder a step costs 0.75 s instead of 1.1-1.2 s here, so the
+same minutes buy 1.5x the steps (issue 7's benchmark, README). A pretrained base, or
+several control maps, use ControlNets: the base is frozen, and each map has its own.
 """
 
 from __future__ import annotations
@@ -29,6 +34,9 @@ class ScratchModelConfig:
     # patch-pca: fit in closed form (seconds, sharp); kl: a learned AutoencoderKL (SD's kind),
     # which minutes of CPU training leave too blurry for the detector (see patch_autoencoder)
     autoencoder: str = "patch-pca"
+    # concat: the control's latents are extra input channels of the denoiser (InstructPix2Pix /
+    # FLUX-Control design); controlnet: a ControlNet beside the denoiser (see the module doc)
+    control_input: str = "concat"
     vae_channels: tuple[int, ...] = (32, 64, 128)  # 3 levels: 4x down-sampling (128 px -> 32x32 latents)
     latent_channels: int = 16  # of the 48 values of a 4x4x3 patch; 16 keep 99% of the variance
     unet_channels: tuple[int, ...] = (64, 128, 192)
@@ -46,6 +54,7 @@ class ScratchModelConfig:
 
 
 AUTOENCODERS = ("patch-pca", "kl")
+CONTROL_INPUTS = ("concat", "controlnet")
 
 
 def build_vae(cfg: ScratchModelConfig):
@@ -82,9 +91,14 @@ def _unet_blocks(cfg: ScratchModelConfig) -> dict:
 def build_unet(cfg: ScratchModelConfig):
     from diffusers import UNet2DConditionModel
 
+    if cfg.control_input not in CONTROL_INPUTS:
+        raise ValueError(f"control_input={cfg.control_input!r} is not one of {', '.join(CONTROL_INPUTS)}")
     n = len(cfg.unet_channels)
+    blocks = _unet_blocks(cfg)
+    if cfg.control_input == "concat":
+        blocks["in_channels"] = 2 * cfg.latent_channels  # noisy latents + the control's latents
     return UNet2DConditionModel(
-        **_unet_blocks(cfg), sample_size=cfg.latent_size, out_channels=cfg.latent_channels,
+        **blocks, sample_size=cfg.latent_size, out_channels=cfg.latent_channels,
         up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
     )
 
@@ -129,21 +143,30 @@ def build_parts(cfg: ScratchModelConfig, tmp: Path) -> dict:
     torch.manual_seed(cfg.seed)
     vae = build_vae(cfg)
     unet = build_unet(cfg)
-    controlnet = build_controlnet(cfg)
+    controlnet = build_controlnet(cfg) if cfg.control_input == "controlnet" else None
     tok, te = build_text_encoder(cfg, tmp)
     return {"vae": vae, "unet": unet, "controlnet": controlnet, "tokenizer": tok, "text_encoder": te,
             "scheduler": build_scheduler(cfg)}
 
 
 def save_pipeline(parts: dict, out: Path, control: str = "pncc") -> tuple[Path, Path]:
-    """Write `out/pipeline` (SD 1.5 family) and `out/controlnet-{control}`, replacing what is
-    there; returns both folders."""
-    from diffusers import StableDiffusionPipeline
+    """Write `out/pipeline` and, with a ControlNet, `out/controlnet-{control}`, replacing what
+    is there; returns the pipeline folder and the folder of the weights that read the control
+    (the ControlNet, or the concat denoiser `pipeline/unet`).
 
-    pipe = StableDiffusionPipeline(
+    A concat denoiser is saved as a `StableDiffusionInstructPix2PixPipeline`: the diffusers
+    pipeline that encodes its `image` with the autoencoder and concatenates those latents to
+    the denoiser input, as this model was trained (generator family `sd15-concat`)."""
+    from diffusers import StableDiffusionInstructPix2PixPipeline, StableDiffusionPipeline
+
+    concat = parts.get("controlnet") is None
+    cls = StableDiffusionInstructPix2PixPipeline if concat else StableDiffusionPipeline
+    pipe = cls(
         vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"], unet=parts["unet"],
         scheduler=parts["scheduler"], safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(out / "pipeline", safe_serialization=True)
+    if concat:
+        return out / "pipeline", out / "pipeline" / "unet"
     parts["controlnet"].save_pretrained(out / f"controlnet-{control}", safe_serialization=True)
     return out / "pipeline", out / f"controlnet-{control}"
