@@ -56,6 +56,15 @@ def validation_partition(shards: int) -> str:
     return f"r0|s{shards + 1:04d}"
 
 
+def model_form(model_dir: Path) -> tuple[str, Path]:
+    """(generator family, the folder whose weights read the pncc control) of a benchmark
+    model folder: its ControlNet, or, without one, the concat denoiser `pipeline/unet`."""
+    controlnet = model_dir / "controlnet-pncc"
+    if controlnet.is_dir():
+        return "sd15", controlnet
+    return "sd15-concat", model_dir / "pipeline" / "unet"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, required=True)

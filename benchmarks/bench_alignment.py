@@ -29,15 +29,14 @@ LOG = logging.getLogger("bench_alignment")
 
 def adapter_folder(model_dir: Path, out: Path) -> Path:
     """A control_adapter-layout folder (adapter.json) around a benchmark's model folder."""
+    from adapter_data import model_form
     from pd_assets.storage import atomic_write_json
 
     vdir = out / "adapter"
     vdir.mkdir(parents=True, exist_ok=True)
-    # a concat denoiser (no ControlNet folder) reads the control itself: pipeline/unet
-    concat = not (model_dir / "controlnet-pncc").is_dir()
-    reads = model_dir / ("pipeline/unet" if concat else "controlnet-pncc")
+    family, reads = model_form(model_dir)
     atomic_write_json(vdir / "adapter.json", {
-        "version": "bench-" + model_dir.resolve().parent.name, "family": "sd15-concat" if concat else "sd15",
+        "version": "bench-" + model_dir.resolve().parent.name, "family": family,
         "pipeline": str((model_dir / "pipeline").resolve()),
         "controlnets": {"pncc": str(reads.resolve())}, "sample_steps": 20, "guidance": 1.0,
     })

@@ -89,12 +89,10 @@ def main() -> int:
 
     def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float):
         pose_dir, _, rnd, shard = dirs(key)
-        concat = not (model_dir / "controlnet-pncc").is_dir()
+        family, reads = adapter_data.model_form(model_dir)
         gen = GeneratorResource(
-            backend="diffusers", model=str(model_dir / "pipeline"), family="sd15-concat" if concat else "sd15",
-            steps=steps, guidance=guidance,
-            controlnets=[ControlNetConfig(path_or_id=str(model_dir / ("pipeline/unet" if concat else "controlnet-pncc")),
-                                          control="pncc")],
+            backend="diffusers", model=str(model_dir / "pipeline"), family=family, steps=steps, guidance=guidance,
+            controlnets=[ControlNetConfig(path_or_id=str(reads), control="pncc")],
             dtype="float32", batch_size=16).build("cpu")
         ev, records = evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
                                          round_name=rnd, shard=shard, project_seed=0, log=LOG)

@@ -52,30 +52,21 @@ class ControlAdapterResource(dg.ConfigurableResource):
 
     def training_config(self, mixed_precision: str = "no"):
         from pd_assets.generation.adapter_training import AdapterTrainingConfig
-        from pd_assets.generation.scratch_model import ScratchModelConfig
+        from pd_assets.generation.scratch_model import AUTOENCODERS, ScratchModelConfig, check_control_input
 
         if self.pair_source not in PAIR_SOURCES:
             raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
-        from pd_assets.generation.scratch_model import AUTOENCODERS
-
         if self.autoencoder not in AUTOENCODERS:
             raise ValueError(f"control_adapter.autoencoder={self.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
-        from pd_assets.generation.scratch_model import CONTROL_INPUTS
-
-        if self.control_input not in CONTROL_INPUTS:
-            raise ValueError(f"control_adapter.control_input={self.control_input!r} is not one of "
-                             f"{', '.join(CONTROL_INPUTS)}")
-        if self.control_input == "concat" and (self.base != "scratch" or len(self.controls) != 1):
-            raise ValueError(
-                f"control_adapter.control_input=concat needs base=scratch and one control (got base={self.base!r}, "
-                f"controls={self.controls}): set control_input=controlnet to train ControlNets on a pretrained "
-                "base or on several control maps"
-            )
+        try:
+            check_control_input(self.control_input, self.base, self.controls)
+        except ValueError as exc:
+            raise ValueError(f"control_adapter.{exc}") from None
         return AdapterTrainingConfig(
             controls=tuple(self.controls), base=self.base,
-            model=ScratchModelConfig(autoencoder=self.autoencoder, control_input=self.control_input, vae_channels=tuple(self.vae_channels),
-                                     latent_channels=self.latent_channels, unet_channels=tuple(self.unet_channels),
-                                     seed=self.seed),
+            model=ScratchModelConfig(autoencoder=self.autoencoder, control_input=self.control_input,
+                                     vae_channels=tuple(self.vae_channels), latent_channels=self.latent_channels,
+                                     unet_channels=tuple(self.unet_channels), seed=self.seed),
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
             lr=self.learning_rate, ema_decay=self.ema_decay, checkpoint_every=self.checkpoint_every,

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pd_assets.generation.control_input import control_residuals, denoise
 from pd_assets.alignment.dpo_loss import dpo_loss, per_sample_error
+from pd_assets.generation.control_input import control_residuals, denoise
 from pd_assets.training.loop import LoopConfig, LoopResult, run_loop
 from pd_assets.training.targets import add_noise, training_target
 

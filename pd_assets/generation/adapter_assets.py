@@ -41,8 +41,8 @@ def control_adapter(
 ) -> dg.MaterializeResult:
     """The generator's control adapter, trained on (control map, image) pairs: ControlNets
     on a pretrained SD base, or (base=scratch) a small latent-diffusion model trained from
-    nothing that reads the control as extra denoiser input channels (or a ControlNet). Evaluated on held-out pose_pool controls by the
-    curation scorer; raw_generations uses it with `generator.control_adapter=latest`."""
+    nothing that reads the control as extra denoiser input channels (or a ControlNet).
+    Evaluated on held-out pose_pool controls by the curation scorer; raw_generations uses it with `generator.control_adapter=latest`."""
     from pd_assets.curation.filters import FilterThresholds
     from pd_assets.generation.adapter_eval import evaluate_generator
 

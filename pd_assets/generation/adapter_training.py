@@ -26,7 +26,9 @@ import torch.nn.functional as F
 
 from pd_assets.generation.adapter_pairs import PairSet
 from pd_assets.generation.control_input import control_residuals, denoise
-from pd_assets.generation.scratch_model import ScratchModelConfig, build_controlnet, build_parts, save_pipeline
+from pd_assets.generation.scratch_model import (
+    ScratchModelConfig, build_controlnet, build_parts, check_control_input, save_pipeline,
+)
 from pd_assets.training.loop import LoopConfig, LoopResult, run_loop
 from pd_assets.training.targets import add_noise, min_snr_weight, training_target
 
@@ -255,13 +257,8 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
     """Train (resuming from `work` after a kill) and write the diffusers folders into `out`."""
     torch.manual_seed(cfg.seed)
     work.mkdir(parents=True, exist_ok=True)
+    check_control_input(cfg.model.control_input, cfg.base, cfg.controls)
     concat = cfg.model.control_input == "concat"
-    if concat and (cfg.base != "scratch" or len(cfg.controls) != 1):
-        raise ValueError(
-            f"control_input=concat needs base=scratch and exactly one control (got base={cfg.base!r}, "
-            f"controls={list(cfg.controls)}): the control becomes input channels of a denoiser trained "
-            "from scratch; use control_input=controlnet for a pretrained base or several control maps"
-        )
     stages: dict[str, LoopResult] = {}
     if cfg.base == "scratch":
         parts = build_parts(cfg.model, work / "_tokenizer")

@@ -57,6 +57,18 @@ AUTOENCODERS = ("patch-pca", "kl")
 CONTROL_INPUTS = ("concat", "controlnet")
 
 
+def check_control_input(control_input: str, base: str, controls) -> None:
+    """Refuse a control form that cannot be trained: concat makes the control input channels
+    of a denoiser trained from scratch, so it needs base=scratch and exactly one control."""
+    if control_input not in CONTROL_INPUTS:
+        raise ValueError(f"control_input={control_input!r} is not one of {', '.join(CONTROL_INPUTS)}")
+    if control_input == "concat" and (base != "scratch" or len(controls) != 1):
+        raise ValueError(
+            f"control_input=concat needs base=scratch and one control (got base={base!r}, controls={list(controls)}): "
+            "set control_input=controlnet to train ControlNets on a pretrained base or on several control maps"
+        )
+
+
 def build_vae(cfg: ScratchModelConfig):
     from diffusers import AutoencoderKL
 
