@@ -27,8 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 LOG = logging.getLogger("bench_alignment")
 
 
-def adapter_folder(model_dir: Path, out: Path) -> Path:
-    """A control_adapter-layout folder (adapter.json) around a benchmark's model folder."""
+def adapter_folder(model_dir: Path, out: Path, steps: int = 20, guidance: float = 1.0,
+                   image_guidance: float = 1.0) -> Path:
+    """A control_adapter-layout folder (adapter.json) around a benchmark's model folder, with
+    the sampling settings the generator should run it with."""
     from adapter_data import model_form
     from pd_assets.storage import atomic_write_json
 
@@ -38,7 +40,8 @@ def adapter_folder(model_dir: Path, out: Path) -> Path:
     atomic_write_json(vdir / "adapter.json", {
         "version": "bench-" + model_dir.resolve().parent.name, "family": family,
         "pipeline": str((model_dir / "pipeline").resolve()),
-        "controlnets": {"pncc": str(reads.resolve())}, "sample_steps": 20, "guidance": 1.0,
+        "controlnets": {"pncc": str(reads.resolve())}, "sample_steps": steps, "guidance": guidance,
+        "image_guidance": image_guidance,
     })
     return vdir
 

@@ -47,15 +47,25 @@ def main() -> int:
     ap.add_argument("--autoencoder", default="patch-pca", choices=("patch-pca", "kl"))
     ap.add_argument("--ae-minutes", type=float, default=10.0, help="time budget of a trained (kl) autoencoder")
     ap.add_argument("--control-input", default="concat", choices=("concat", "controlnet"))
+    ap.add_argument("--latent-factor", type=int, default=4, choices=(4, 8),
+                    help="autoencoder down-sampling: 4 (32x32 latents at 128 px) or 8 (16x16)")
+    ap.add_argument("--latent-channels", type=int, default=16)
+    ap.add_argument("--unet-channels", default="64,128,192", help="denoiser widths, one per level")
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--min-snr", type=float, default=5.0,
                     help="min-SNR-gamma loss weighting (0: none, every timestep's v-loss weighted 1)")
+    ap.add_argument("--control-dropout", type=float, default=0.1,
+                    help="concat: share of training samples without the control (what image guidance needs)")
+    ap.add_argument("--eval-settings", default="20:1:1",
+                    help="sampling settings scored at each evaluation, steps:guidance:image_guidance, comma "
+                         "separated; the test shard uses the one best on the last validation evaluation")
     ap.add_argument("--eval-at", default="10,20,30,45,60,75,90", help="training minutes at which to evaluate")
     ap.add_argument("--stop-when-met", action="store_true",
                     help="stop training at the first validation evaluation that reaches the issue's targets")
     ap.add_argument("--eval-only", action="store_true",
-                    help="no training: evaluate the model the last run saved in OUT/model on the test shard")
+                    help="no training: score the model the last run saved in OUT/model on the validation shard "
+                         "with each --eval-settings, then the best of them on the test shard")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/control_adapter"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -87,17 +97,46 @@ def main() -> int:
     detector, calibration = kd.build(), kd.load_calibration()
     thresholds = FilterThresholds()
 
-    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float):
+    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float, image_guidance: float):
         pose_dir, _, rnd, shard = dirs(key)
         family, reads = adapter_data.model_form(model_dir)
         gen = GeneratorResource(
             backend="diffusers", model=str(model_dir / "pipeline"), family=family, steps=steps, guidance=guidance,
-            controlnets=[ControlNetConfig(path_or_id=str(reads), control="pncc")],
+            controlnets=[ControlNetConfig(path_or_id=str(reads), control="pncc", scale=image_guidance)],
             dtype="float32", batch_size=16).build("cpu")
         ev, records = evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
                                          round_name=rnd, shard=shard, project_seed=0, log=LOG)
         contact_sheet_for(pose_dir, eval_dir, records, n=12).save(args.out / "contact_sheet.png")
         return ev
+
+    settings = [tuple(float(v) for v in item.split(":")) for item in args.eval_settings.split(",")]
+
+    def setting_name(setting) -> str:
+        return f"{int(setting[0])} steps, guidance {setting[1]:g}, image guidance {setting[2]:g}"
+
+    def meets(ev) -> bool:
+        return ev.detection_rate >= 0.5 and (ev.oks_median or 0.0) >= 0.5
+
+    def rank(ev) -> tuple:
+        # both targets first; else detections that match the label (rate x median OKS), not just any
+        return (meets(ev), ev.detection_rate * (ev.oks_median or 0.0))
+
+    best = settings[0]
+
+    def validate(tag: str, row: dict, header: str, trailer: str = ""):
+        """Score every sampling setting on the validation shard; returns the best (setting, evaluation)."""
+        row.setdefault("settings", {})
+        scored = []
+        for setting in settings:
+            name = f"{tag}-{int(setting[0])}s-g{setting[1]:g}-ig{setting[2]:g}"
+            ev = evaluate(model_out, val, args.out / f"eval-val-{name}", int(setting[0]), setting[1], setting[2])
+            row["settings"][setting_name(setting)] = ev.as_dict()
+            scored.append((rank(ev), setting, ev))
+            print(f"[validation, {header}, {setting_name(setting)}] detected {ev.num_detected}/{ev.num_images} "
+                  f"({ev.detection_rate:.2f}), OKS mean {fmt(ev.oks_mean)} median {fmt(ev.oks_median)}, pass rate "
+                  f"{ev.pass_rate:.3f}, {ev.images_per_second:.2f} img/s{trailer}", flush=True)
+        _, chosen, ev = max(scored, key=lambda item: item[0])
+        return chosen, ev
 
     t = time.perf_counter()
     ceilings = {}
@@ -112,46 +151,52 @@ def main() -> int:
           f"({time.perf_counter() - t:.0f} s to score)", flush=True)
 
     model_out = args.out / "model"
-    if not args.eval_only:
+    if args.eval_only:  # the saved model's sampling settings, chosen on validation, never on test
+        grid: dict = {}
+        best, _ = validate("final", grid, "saved model")
+        (args.out / "eval_settings.json").write_text(json.dumps(grid, indent=1))
+    else:
         pairs = pairs_from_partitions(args.root, [tuple(k.split("|")) for k in train_keys], ("pncc",), min_pairs=64)
         print(f"{len(pairs)} training pairs at {pairs.size[0]}x{pairs.size[1]} from {len(train_keys)} partitions",
               flush=True)
         work, curve = args.out / "work", []
+        model_cfg = ScratchModelConfig(
+            autoencoder=args.autoencoder, control_input=args.control_input, latent_channels=args.latent_channels,
+            vae_channels=(32, 64, 128, 256)[: {4: 3, 8: 4}[args.latent_factor]],
+            unet_channels=tuple(int(c) for c in args.unet_channels.split(",")))
         ae_minutes = args.ae_minutes if args.autoencoder == "kl" else 0.0
         for minutes in [float(m) for m in args.eval_at.split(",")]:
             minutes = min(minutes, args.minutes) - ae_minutes
-            cfg = AdapterTrainingConfig(model=ScratchModelConfig(autoencoder=args.autoencoder,
-                                                                 control_input=args.control_input),
+            cfg = AdapterTrainingConfig(model=model_cfg,
                                         ae_steps=100_000, ae_max_seconds=ae_minutes * 60 or None, steps=1_000_000,
                                         max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None,
-                                        min_snr_gamma=args.min_snr or None)
+                                        min_snr_gamma=args.min_snr or None, control_dropout=args.control_dropout)
             res = train_adapter(pairs, cfg, work, model_out, log=LOG.info)
             den, ae = res.stages["denoiser"], res.stages["autoencoder"]
-            ev = evaluate(model_out, val, args.out / f"eval-val-{int(minutes + ae_minutes):03d}min", cfg.sample_steps,
-                          cfg.guidance)
             row = {"denoiser_minutes": den.seconds / 60, "total_minutes": (den.seconds + ae.seconds) / 60,
                    "denoiser_steps": den.step, "autoencoder_steps": ae.step,
-                   "s_per_step": den.seconds / max(den.step, 1), "final_loss": den.final_loss, **ev.as_dict()}
+                   "s_per_step": den.seconds / max(den.step, 1), "final_loss": den.final_loss, "settings": {}}
+            best, ev = validate(f"{int(minutes + ae_minutes):03d}min", row,
+                                f"{row['total_minutes']:.1f} min total, {den.step} denoiser steps",
+                                f", {row['s_per_step']:.2f} s/step, loss {den.final_loss:.4f}")
+            row.update(best_setting=setting_name(best), **ev.as_dict())
             curve.append(row)
-            print(f"[validation, {row['total_minutes']:.1f} min total, {den.step} denoiser steps] detected "
-                  f"{ev.num_detected}/{ev.num_images} ({ev.detection_rate:.2f}), OKS mean {fmt(ev.oks_mean)} median "
-                  f"{fmt(ev.oks_median)}, pass rate {ev.pass_rate:.3f}, {row['s_per_step']:.2f} s/step, "
-                  f"{ev.images_per_second:.2f} img/s, loss {den.final_loss:.4f}", flush=True)
             (args.out / "curve.json").write_text(json.dumps({"ceiling": ceiling.as_dict(), "curve": curve}, indent=1))
             loss_curve_image(den.losses, "denoiser loss (per step)").save(args.out / "loss_curve.png")
-            if args.stop_when_met and ev.detection_rate >= 0.5 and (ev.oks_median or 0.0) >= 0.5:
+            if args.stop_when_met and meets(ev):
                 print("validation targets reached: training stops here", flush=True)
                 break
             if den.seconds + ae.seconds >= args.minutes * 60 - 1:
                 break
     # the test shard, once, on the final model (never used to stop or tune)
-    ev = evaluate(model_out, test, args.out / "eval-test", 20, 1.0)
+    ev = evaluate(model_out, test, args.out / "eval-test", int(best[0]), best[1], best[2])
     print("\n== control adapter, trained from scratch, 128 px, 64 held-out test controls ==")
     if not args.eval_only:
         final = curve[-1]
         print(f"training: autoencoder ({args.autoencoder}) {final['autoencoder_steps']} steps + denoiser ({args.control_input}) "
               f"{final['denoiser_steps']} steps = {final['total_minutes']:.1f} min; {final['s_per_step']:.2f} s/step "
-              "(batch 16)")
+              f"(batch 16); latents f={args.latent_factor} x {args.latent_channels} ch, unet {args.unet_channels}")
+    print(f"sampling: {setting_name(best)} (the best on the last validation evaluation)")
     print(f"test: detected {ev.num_detected}/{ev.num_images} = {ev.detection_rate:.3f} (target >= 0.5); OKS mean "
           f"{fmt(ev.oks_mean)} median {fmt(ev.oks_median)} (target median >= 0.5); pass rate {ev.pass_rate:.3f}; "
           f"{ev.images_per_second:.2f} img/s at inference")
@@ -160,7 +205,8 @@ def main() -> int:
     if not args.eval_only:
         print("validation curve (total training minutes -> detection rate, median OKS):")
         for r in curve:
-            print(f"  {r['total_minutes']:6.1f} min  {r['detection_rate']:.3f}  {fmt(r['oks_median'])}")
+            print(f"  {r['total_minutes']:6.1f} min  {r['detection_rate']:.3f}  {fmt(r['oks_median'])}  "
+                  f"({r['best_setting']})")
         (args.out / "curve.json").write_text(json.dumps({"ceiling": ceiling.as_dict(), "curve": curve,
                                                          "test": ev.as_dict()}, indent=1))
     detector.close()

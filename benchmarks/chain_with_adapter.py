@@ -27,6 +27,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", type=Path, required=True, help="a benchmark model folder (pipeline/ ...)")
     ap.add_argument("--partition", default="r0|s0010")
+    ap.add_argument("--sampling", default="4:1.5:2",
+                    help="steps:guidance:image_guidance the model is run with (the benchmark's validated choice)")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--store", type=Path, default=Path("/tmp/pd_chain_store"))
     args = ap.parse_args()
@@ -46,13 +48,13 @@ def main() -> int:
     from resources.profiles import resources_for_profile
 
     os.environ.setdefault("PD_NUM_SHARDS", "16")
-    vdir = adapter_folder(args.adapter, args.store / "_adapter")
+    steps, guidance, image_guidance = (float(v) for v in args.sampling.split(":"))
+    vdir = adapter_folder(args.adapter, args.store / "_adapter", int(steps), guidance, image_guidance)
     res = resources_for_profile("local-diffusion")
     res.update(
         dataset_store=DatasetStoreResource(root=str(args.store)),
         pose_sampling=PoseSamplingResource(samples_per_shard=args.samples, width=128, height=128),
-        generator=GeneratorResource(backend="diffusers", control_adapter=str(vdir), steps=20, guidance=1.0,
-                                    dtype="float32"),
+        generator=GeneratorResource(backend="diffusers", control_adapter=str(vdir), dtype="float32"),
     )
     rnd, shard = args.partition.split("|")
     t = time.perf_counter()

@@ -67,17 +67,58 @@ def test_adapter_materialises_passes_its_check_and_records_provenance(adapter_ru
 def test_generator_uses_the_latest_adapter_and_records_it(adapter_run, tmp_path):
     root, _, result = adapter_run
     version = result.get_asset_materialization_events()[0].materialization.metadata["version"].value
-    gen = GeneratorResource(backend="diffusers", control_adapter="latest", steps=2, guidance=1.0, dtype="float32") \
+    # the resource's own steps/guidance give way to the settings the adapter was validated with
+    gen = GeneratorResource(backend="diffusers", control_adapter="latest", steps=7, guidance=3.0, dtype="float32") \
         .build("cpu", batch_size=4, store_root=root)
     report = generate_partition(gen, root / "pose_pool" / "r0" / "s0001", tmp_path / "gen", round_name="r0",
                                 shard="s0001", project_seed=0, image_size=lambda w, h: (w, h))
     assert report.num_generated == 8
     prov = pl.read_parquet(tmp_path / "gen" / "provenance.parquet")
     assert prov["control_adapter"].unique().to_list() == [version]
+    # the ci profile's sample_steps, and the default guidance / image guidance (the control's scale)
+    assert prov["steps"].unique().to_list() == [2] and prov["guidance"].unique().to_list() == [1.5]
+    assert prov["control_scales"][0].to_list() == [2.0]
     assert prov["family"].unique().to_list() == ["sd15-concat"]
     assert prov["controlnet_ids"][0].to_list()[0].endswith(f"{version}/model/pipeline/unet")
     with Image.open(tmp_path / "gen" / "images" / "r0-s0001-000000.png") as img:
         assert img.size == (128, 128)
+
+
+def test_adapter_image_guidance_reaches_the_pipeline_and_provenance(adapter_run, tmp_path):
+    """An adapter validated with image guidance runs with it: the control entry's scale is the
+    InstructPix2Pix image guidance, recorded, and it changes the images (same seeds)."""
+    import shutil
+
+    root, _, result = adapter_run
+    version = result.get_asset_materialization_events()[0].materialization.metadata["version"].value
+    plain = tmp_path / "control_adapter" / version
+    shutil.copytree(root / "control_adapter" / version, plain, ignore=shutil.ignore_patterns("work", "eval"))
+    report = json.loads((plain / "adapter.json").read_text())
+    (plain / "adapter.json").write_text(json.dumps({**report, "guidance": 1.0, "image_guidance": 1.0}))
+    images = {}
+    for name, spec in (("plain", str(plain)), ("guided", "latest")):
+        gen = GeneratorResource(backend="diffusers", control_adapter=spec, dtype="float32") \
+            .build("cpu", batch_size=4, store_root=root)
+        generate_partition(gen, root / "pose_pool" / "r0" / "s0001", tmp_path / name, round_name="r0",
+                           shard="s0001", project_seed=0, image_size=lambda w, h: (w, h))
+        prov = pl.read_parquet(tmp_path / name / "provenance.parquet")
+        images[name] = np.asarray(Image.open(tmp_path / name / "images" / "r0-s0001-000000.png"), dtype=np.int16)
+        expected = (1.5, 2.0) if name == "guided" else (1.0, 1.0)
+        assert (prov["guidance"][0], prov["control_scales"][0].to_list()) == (expected[0], [expected[1]])
+    assert np.abs(images["plain"] - images["guided"]).mean() > 1.0
+
+
+def test_image_guidance_that_would_be_ignored_or_untrained_is_refused():
+    from resources.control_adapter import ControlAdapterResource
+
+    with pytest.raises(ValueError, match=r"control_adapter.image_guidance=2 needs guidance > 1"):
+        ControlAdapterResource(image_guidance=2.0, guidance=1.0).training_config()
+    with pytest.raises(ValueError, match=r"image_guidance=2 needs control_dropout > 0"):
+        ControlAdapterResource(image_guidance=2.0, guidance=1.5, control_dropout=0.0).training_config()
+    with pytest.raises(ValueError, match=r"image_guidance=2 applies to control_input=concat only"):
+        ControlAdapterResource(image_guidance=2.0, guidance=1.5, control_input="controlnet").training_config()
+    cfg = ControlAdapterResource(image_guidance=2.0, guidance=1.5).training_config()
+    assert (cfg.image_guidance, cfg.guidance, cfg.control_dropout) == (2.0, 1.5, 0.1)
 
 
 def test_rematerialising_the_same_settings_reuses_the_version(adapter_run):
@@ -170,6 +211,11 @@ def test_concat_form_refuses_what_it_cannot_read(tmp_path):
         GeneratorResource(backend="diffusers", model=str(res.pipeline_dir), family="sd15-concat",
                           controlnets=[ControlNetConfig(path_or_id=str(res.pipeline_dir / "unet"), control="pncc")],
                           dtype="float32").build("cpu")
+    # sd15-concat's image guidance (the control scale) without guidance > 1 would be ignored
+    with pytest.raises(GeneratorError, match=r"scale=2 is sd15-concat's image guidance.*guidance > 1"):
+        GeneratorResource(backend="diffusers", model=str(res.pipeline_dir), family="sd15-concat", guidance=1.0,
+                          controlnets=[ControlNetConfig(path_or_id=str(res.pipeline_dir / "unet"), control="pncc",
+                                                        scale=2.0)], dtype="float32").build("cpu")
 
 
 def _pair_folder(tmp_path, n=3, size=32):

@@ -33,8 +33,9 @@ class ControlAdapterResource(dg.ConfigurableResource):
         default="r0|s0015", description="pose_pool partition whose controls evaluate the adapter (never trained on)",
     )
     autoencoder: str = Field(default="patch-pca", description="patch-pca (closed-form, seconds) | kl (trained)")
-    vae_channels: list[int] = Field(default=[32, 64, 128], description="its length sets the latent down-sampling: 2^(n-1)")
-    latent_channels: int = Field(default=16, ge=1)
+    vae_channels: list[int] = Field(default=[32, 64, 128, 256],
+                                    description="its length sets the latent down-sampling: 2^(n-1)")
+    latent_channels: int = Field(default=32, ge=1)
     unet_channels: list[int] = Field(default=[64, 128, 192])
     ae_steps: int = Field(default=100_000, ge=1)
     ae_minutes: float | None = Field(default=10.0, allow_inf_nan=False, description="autoencoder time budget")
@@ -42,17 +43,31 @@ class ControlAdapterResource(dg.ConfigurableResource):
     minutes: float | None = Field(default=80.0, allow_inf_nan=False, description="denoiser time budget")
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=3e-4, gt=0, allow_inf_nan=False)
-    ema_decay: float | None = Field(default=0.995, allow_inf_nan=False)
+    ema_decay: float | None = Field(default=0.999, allow_inf_nan=False)
+    min_snr_gamma: float | None = Field(
+        default=1.0, gt=0, allow_inf_nan=False,
+        description="min-SNR-gamma weighting of the v-loss (1: the clean-image loss; None: unweighted v-loss)",
+    )
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
-    sample_steps: int = Field(default=20, ge=1, description="denoising steps the generator should use")
-    guidance: float = Field(default=1.0, allow_inf_nan=False, description="guidance the generator should use")
+    sample_steps: int = Field(default=4, ge=1, description="denoising steps the generator should use")
+    guidance: float = Field(default=1.5, allow_inf_nan=False, description="guidance the generator should use")
+    image_guidance: float = Field(
+        default=2.0, ge=1.0, allow_inf_nan=False,
+        description="concat form: the image (control) guidance the generator should use; > 1 needs guidance > 1",
+    )
+    control_dropout: float = Field(
+        default=0.1, ge=0.0, lt=1.0, allow_inf_nan=False,
+        description="concat form: share of training samples without the control (what image guidance needs)",
+    )
     min_detection_rate: float = Field(default=T.ADAPTER_MIN_DETECTION_RATE, ge=0, le=1)
     min_median_oks: float = Field(default=T.ADAPTER_MIN_MEDIAN_OKS, ge=0, le=1)
 
     def training_config(self, mixed_precision: str = "no"):
         from pd_assets.generation.adapter_training import AdapterTrainingConfig
-        from pd_assets.generation.scratch_model import AUTOENCODERS, ScratchModelConfig, check_control_input
+        from pd_assets.generation.scratch_model import (
+            AUTOENCODERS, ScratchModelConfig, check_control_input, check_image_guidance,
+        )
 
         if self.pair_source not in PAIR_SOURCES:
             raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
@@ -60,6 +75,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
             raise ValueError(f"control_adapter.autoencoder={self.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
         try:
             check_control_input(self.control_input, self.base, self.controls)
+            check_image_guidance(self.image_guidance, self.guidance, self.control_input, self.control_dropout)
         except ValueError as exc:
             raise ValueError(f"control_adapter.{exc}") from None
         return AdapterTrainingConfig(
@@ -69,8 +85,10 @@ class ControlAdapterResource(dg.ConfigurableResource):
                                      unet_channels=tuple(self.unet_channels), seed=self.seed),
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
-            lr=self.learning_rate, ema_decay=self.ema_decay, checkpoint_every=self.checkpoint_every,
+            lr=self.learning_rate, ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
+            checkpoint_every=self.checkpoint_every,
             seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
+            image_guidance=self.image_guidance, control_dropout=self.control_dropout,
         )
 
     @classmethod

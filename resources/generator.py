@@ -112,7 +112,8 @@ class GeneratorResource(dg.ConfigurableResource):
     control_adapter: str | None = Field(
         default=None,
         description="diffusers: `latest` (the newest control_adapter that passed its checks) or a "
-                    "control_adapter/<version> folder; replaces model, family and controlnets",
+                    "control_adapter/<version> folder; replaces model, family and controlnets, and steps and "
+                    "guidance by the sampling settings the adapter passed its checks with",
     )
     aligned: str = Field(
         default="none",
@@ -157,8 +158,9 @@ class GeneratorResource(dg.ConfigurableResource):
         )
 
         model, family, controlnets, adapter = self.model, self.family, self.controlnets, ""
+        steps, guidance = self.steps, self.guidance
         if self.control_adapter:
-            model, family, controlnets, adapter = self._adapter_weights(store_root)
+            model, family, controlnets, adapter, (steps, guidance) = self._adapter_weights(store_root)
         loras, aligned = list(self.loras), ""
         if self.aligned not in ("", "none"):
             from pathlib import Path
@@ -180,15 +182,16 @@ class GeneratorResource(dg.ConfigurableResource):
             model=model, family=family, control_adapter=adapter, aligned_checkpoint=aligned,
             controlnets=tuple(ControlNetSpec(c.path_or_id, c.control, c.scale, c.subfolder) for c in controlnets),
             loras=tuple(LoraSpec(lo.path, lo.scale, lo.weight_name) for lo in loras),
-            scheduler=self.scheduler, steps=self.steps, guidance=self.guidance,
+            scheduler=self.scheduler, steps=steps, guidance=guidance,
             negative_prompt=self.negative_prompt, dtype=dtype_name, device=device,
             cpu_offload=self.cpu_offload, attention_slicing=self.attention_slicing,
             compile=self.compile, variant=self.variant, token=self.hf_token,
         )
         return DiffusersGenerator(cfg, batch_size=bs, log=log)
 
-    def _adapter_weights(self, store_root: Any) -> tuple[str, str, list[ControlNetConfig], str]:
-        """(model, family, controlnets, version) of the configured control adapter."""
+    def _adapter_weights(self, store_root: Any) -> tuple[str, str, list[ControlNetConfig], str, tuple[int, float]]:
+        """(model, family, controlnets, version, (steps, guidance)) of the configured control
+        adapter: its weights and the sampling settings its held-out evaluation used."""
         from pathlib import Path
 
         from pd_assets.generation.adapter_store import resolve_adapter
@@ -196,14 +199,18 @@ class GeneratorResource(dg.ConfigurableResource):
         if self.control_adapter == "latest" and store_root is None:
             raise ValueError("generator.control_adapter=latest needs the dataset store root to look it up")
         vdir, report = resolve_adapter(self.control_adapter, Path(store_root) if store_root else Path("."))
-        cns = [ControlNetConfig(path_or_id=str(vdir / rel), control=c) for c, rel in report["controlnets"].items()]
-        return str(vdir / report["pipeline"]), report["family"], cns, report["version"]
+        # a concat adapter's control scale is the image guidance it was validated with
+        scale = float(report.get("image_guidance", 1.0)) if report["family"] == "sd15-concat" else 1.0
+        cns = [ControlNetConfig(path_or_id=str(vdir / rel), control=c, scale=scale)
+               for c, rel in report["controlnets"].items()]
+        sampling = (int(report["sample_steps"]), float(report["guidance"]))
+        return str(vdir / report["pipeline"]), report["family"], cns, report["version"], sampling
 
     def describe(self) -> str:
         if self.backend == "render":
             return "render (shaded mesh on a procedural background)"
         if self.control_adapter:
-            return f"diffusers control_adapter={self.control_adapter}, {self.steps} steps, guidance {self.guidance:g}"
+            return f"diffusers control_adapter={self.control_adapter} (with its validated steps and guidance)"
         cns = ", ".join(f"{c.control}@{c.scale:g}" for c in self.controlnets)
         loras = f", loras: {len(self.loras)}" if self.loras else ""
         return f"diffusers {self.family} {self.model} [controls: {cns}{loras}], {self.steps} steps, guidance {self.guidance:g}"
@@ -213,7 +220,7 @@ class GeneratorResource(dg.ConfigurableResource):
         if profile == "local":
             return cls(backend="render")  # size follows pose_sampling
         if profile == "local-diffusion":  # the generator control_adapter trained here (128 px)
-            return cls(backend="diffusers", control_adapter="latest", steps=20, guidance=1.0, dtype="float32")
+            return cls(backend="diffusers", control_adapter="latest", dtype="float32")
         if profile == "ci":
             from pd_assets.generation.tiny_models import default_tiny_model_dir
 

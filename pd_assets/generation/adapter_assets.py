@@ -67,7 +67,9 @@ def control_adapter(
         return GeneratorResource(
             backend="diffusers", model=str(pipeline_dir), family=family, steps=cfg.sample_steps,
             guidance=cfg.guidance, dtype="float32" if not compute.torch_device().startswith("cuda") else "bfloat16",
-            controlnets=[ControlNetConfig(path_or_id=p, control=c) for c, p in controlnets.items()],
+            # a concat adapter's control scale is its image guidance
+            controlnets=[ControlNetConfig(path_or_id=p, control=c, scale=cfg.image_guidance if family == "sd15-concat"
+                                          else 1.0) for c, p in controlnets.items()],
         ).build(compute.torch_device(), batch_size=compute.batch_size, log=context.log)
 
     def evaluate(generator, pose_dir, out_dir):

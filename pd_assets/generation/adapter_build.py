@@ -81,7 +81,7 @@ def build_adapter_version(pairs: PairSet, cfg, root: Path, heldout_pose_dir: Pat
     report = {
         "version": version, "base": cfg.base, "family": family, "controls": list(cfg.controls),
         "pipeline": "model/pipeline", "controlnets": {k: rel.as_posix() for k, rel in control_rel.items()},
-        "sample_steps": cfg.sample_steps, "guidance": cfg.guidance,
+        "sample_steps": cfg.sample_steps, "guidance": cfg.guidance, "image_guidance": cfg.image_guidance,
         "num_pairs": len(pairs), "pair_sources": pairs.sources, "image_size": list(pairs.size),
         "config": cfg.as_dict(), "stages": stages, "latent_scale": result.latent_scale,
         "train_seconds": round(result.seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),

@@ -133,6 +133,11 @@ class DiffusersGenerator:
         if cfg.family == "flux-control" and len(cfg.controlnets) != 1:
             raise GeneratorError("generator.family=flux-control takes exactly one control LoRA in "
                                  f"generator.controlnets, got {len(cfg.controlnets)}")
+        if cfg.family == "sd15-concat" and cfg.controlnets and cfg.controlnets[0].scale != 1.0 and cfg.guidance <= 1.0:
+            raise GeneratorError(
+                f"generator.controlnets[0].scale={cfg.controlnets[0].scale:g} is sd15-concat's image guidance, which "
+                f"the InstructPix2Pix pipeline applies only with guidance > 1 (generator.guidance={cfg.guidance:g}): "
+                "set generator.guidance above 1 (e.g. 1.5) or the scale to 1")
         if cfg.family == "sd15-concat" and len(cfg.controlnets) != 1:
             raise GeneratorError("generator.family=sd15-concat reads exactly one control map (its denoiser's "
                                  "extra input channels): give one entry in generator.controlnets, pointing at "

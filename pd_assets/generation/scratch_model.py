@@ -1,9 +1,9 @@
 """A small latent-diffusion generator built from scratch, as ordinary diffusers parts.
 
 When no pretrained base is configured (`control_adapter.base = scratch`), the adapter stage
-trains this model on the (control, image) pairs: an autoencoder (f=4, 16 latent channels;
+trains this model on the (control, image) pairs: an autoencoder (f=8, 32 latent channels;
 by default the closed-form patch-PCA one of `patch_autoencoder`, or a learned KL one), a
-UNet denoiser with cross-attention on the 16x16 and 8x8 levels, and a small frozen CLIP
+UNet denoiser with cross-attention on its two coarser levels, and a small frozen CLIP
 text encoder (the tiny-model builder's). The control enters in one of two forms
 (`control_input`, see `control_input.py`):
   - concat (default): the control map's autoencoder latents are extra input channels of
@@ -37,8 +37,10 @@ class ScratchModelConfig:
     # concat: the control's latents are extra input channels of the denoiser (InstructPix2Pix /
     # FLUX-Control design); controlnet: a ControlNet beside the denoiser (see the module doc)
     control_input: str = "concat"
-    vae_channels: tuple[int, ...] = (32, 64, 128)  # 3 levels: 4x down-sampling (128 px -> 32x32 latents)
-    latent_channels: int = 16  # of the 48 values of a 4x4x3 patch; 16 keep 99% of the variance
+    # 4 levels: 8x down-sampling (128 px -> 16x16 latents); f=8 steps 3.3x faster than f=4 here
+    # (0.22 vs 0.73 s) and reached detections f=4 never did in 90 minutes (README, issue 7)
+    vae_channels: tuple[int, ...] = (32, 64, 128, 256)
+    latent_channels: int = 32  # of the 192 values of an 8x8x3 patch; 32 keep 98.4% of the variance
     unet_channels: tuple[int, ...] = (64, 128, 192)
     layers_per_block: int = 1
     text_hidden: int = 32
@@ -67,6 +69,22 @@ def check_control_input(control_input: str, base: str, controls) -> None:
             f"control_input=concat needs base=scratch and one control (got base={base!r}, controls={list(controls)}): "
             "set control_input=controlnet to train ControlNets on a pretrained base or on several control maps"
         )
+
+
+def check_image_guidance(image_guidance: float, guidance: float, control_input: str, control_dropout: float) -> None:
+    """Refuse image guidance that would be silently ignored or subtract an untrained branch:
+    InstructPix2Pix applies classifier-free guidance only with guidance > 1, and its "no
+    control" branch (zeroed control latents) is only trained with control dropout."""
+    if image_guidance == 1.0:
+        return
+    if control_input != "concat":
+        raise ValueError(f"image_guidance={image_guidance:g} applies to control_input=concat only: set it to 1")
+    if guidance <= 1.0:
+        raise ValueError(f"image_guidance={image_guidance:g} needs guidance > 1 (got {guidance:g}): the "
+                         "InstructPix2Pix pipeline applies guidance only then; set guidance to e.g. 1.5")
+    if control_dropout <= 0.0:
+        raise ValueError(f"image_guidance={image_guidance:g} needs control_dropout > 0: without it the "
+                         "no-control branch that guidance subtracts is never trained (e.g. 0.1)")
 
 
 def build_vae(cfg: ScratchModelConfig):
