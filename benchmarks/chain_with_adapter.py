@@ -27,7 +27,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--adapter", type=Path, required=True, help="a benchmark model folder (pipeline/ ...)")
     ap.add_argument("--partition", default="r0|s0010")
-    ap.add_argument("--sampling", default="4:1.5:2",
+    ap.add_argument("--sampling", default="8:1.5:3",
                     help="steps:guidance:image_guidance the model is run with (the benchmark's validated choice)")
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--store", type=Path, default=Path("/tmp/pd_chain_store"))

@@ -77,7 +77,7 @@ def test_generator_uses_the_latest_adapter_and_records_it(adapter_run, tmp_path)
     assert prov["control_adapter"].unique().to_list() == [version]
     # the ci profile's sample_steps, and the default guidance / image guidance (the control's scale)
     assert prov["steps"].unique().to_list() == [2] and prov["guidance"].unique().to_list() == [1.5]
-    assert prov["control_scales"][0].to_list() == [2.0]
+    assert prov["control_scales"][0].to_list() == [3.0]
     assert prov["family"].unique().to_list() == ["sd15-concat"]
     assert prov["controlnet_ids"][0].to_list()[0].endswith(f"{version}/model/pipeline/unet")
     with Image.open(tmp_path / "gen" / "images" / "r0-s0001-000000.png") as img:
@@ -103,7 +103,7 @@ def test_adapter_image_guidance_reaches_the_pipeline_and_provenance(adapter_run,
                            shard="s0001", project_seed=0, image_size=lambda w, h: (w, h))
         prov = pl.read_parquet(tmp_path / name / "provenance.parquet")
         images[name] = np.asarray(Image.open(tmp_path / name / "images" / "r0-s0001-000000.png"), dtype=np.int16)
-        expected = (1.5, 2.0) if name == "guided" else (1.0, 1.0)
+        expected = (1.5, 3.0) if name == "guided" else (1.0, 1.0)
         assert (prov["guidance"][0], prov["control_scales"][0].to_list()) == (expected[0], [expected[1]])
     assert np.abs(images["plain"] - images["guided"]).mean() > 1.0
 

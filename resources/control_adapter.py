@@ -50,10 +50,10 @@ class ControlAdapterResource(dg.ConfigurableResource):
     )
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
-    sample_steps: int = Field(default=4, ge=1, description="denoising steps the generator should use")
+    sample_steps: int = Field(default=8, ge=1, description="denoising steps the generator should use")
     guidance: float = Field(default=1.5, allow_inf_nan=False, description="guidance the generator should use")
     image_guidance: float = Field(
-        default=2.0, ge=1.0, allow_inf_nan=False,
+        default=3.0, ge=1.0, allow_inf_nan=False,
         description="concat form: the image (control) guidance the generator should use; > 1 needs guidance > 1",
     )
     control_dropout: float = Field(

@@ -67,11 +67,11 @@ class AdapterTrainingConfig:
     seed: int = 0
     mixed_precision: str = "no"
     # what the generator should run with (recorded with the adapter)
-    sample_steps: int = 4
+    sample_steps: int = 8
     guidance: float = 1.5
     # concat form: InstructPix2Pix's image guidance (1: none); the generator runs it as the
     # control entry's scale, and the pipeline applies it only with guidance > 1
-    image_guidance: float = 2.0
+    image_guidance: float = 3.0
 
     def as_dict(self) -> dict:
         d = asdict(self)
