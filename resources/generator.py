@@ -194,13 +194,12 @@ class GeneratorResource(dg.ConfigurableResource):
         adapter: its weights and the sampling settings its held-out evaluation used."""
         from pathlib import Path
 
-        from pd_assets.generation.adapter_store import resolve_adapter
+        from pd_assets.generation.adapter_store import control_scale, resolve_adapter
 
         if self.control_adapter == "latest" and store_root is None:
             raise ValueError("generator.control_adapter=latest needs the dataset store root to look it up")
         vdir, report = resolve_adapter(self.control_adapter, Path(store_root) if store_root else Path("."))
-        # a concat adapter's control scale is the image guidance it was validated with
-        scale = float(report.get("image_guidance", 1.0)) if report["family"] == "sd15-concat" else 1.0
+        scale = control_scale(report["family"], report.get("image_guidance", 1.0))
         cns = [ControlNetConfig(path_or_id=str(vdir / rel), control=c, scale=scale)
                for c, rel in report["controlnets"].items()]
         sampling = (int(report["sample_steps"]), float(report["guidance"]))

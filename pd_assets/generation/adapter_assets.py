@@ -5,7 +5,7 @@ import dagster as dg
 
 from pd_assets.generation.adapter_build import build_adapter_version, load_pairs
 from pd_assets.executors import gpu_op_tags
-from pd_assets.generation.adapter_store import REPORT, latest_materialized_report, mark_passed
+from pd_assets.generation.adapter_store import REPORT, control_scale, latest_materialized_report, mark_passed
 from pd_assets.generation.assets import GPU_POOL
 from pd_assets.partitions import split_key
 from pd_assets.previews import markdown_image
@@ -67,9 +67,8 @@ def control_adapter(
         return GeneratorResource(
             backend="diffusers", model=str(pipeline_dir), family=family, steps=cfg.sample_steps,
             guidance=cfg.guidance, dtype="float32" if not compute.torch_device().startswith("cuda") else "bfloat16",
-            # a concat adapter's control scale is its image guidance
-            controlnets=[ControlNetConfig(path_or_id=p, control=c, scale=cfg.image_guidance if family == "sd15-concat"
-                                          else 1.0) for c, p in controlnets.items()],
+            controlnets=[ControlNetConfig(path_or_id=p, control=c, scale=control_scale(family, cfg.image_guidance))
+                         for c, p in controlnets.items()],
         ).build(compute.torch_device(), batch_size=compute.batch_size, log=context.log)
 
     def evaluate(generator, pose_dir, out_dir):

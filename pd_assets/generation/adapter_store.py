@@ -68,6 +68,12 @@ def passed_versions(root: Path, asset_dir: str = ADAPTER_DIR, report: str = REPO
     return sorted(found, key=lambda p: ((p / PASSED).stat().st_mtime_ns, p.name))
 
 
+def control_scale(family: str, image_guidance: float) -> float:
+    """The generator's control-entry scale for an adapter: a concat (sd15-concat) adapter's is
+    its InstructPix2Pix image guidance; a ControlNet's stays 1."""
+    return float(image_guidance) if family == "sd15-concat" else 1.0
+
+
 def resolve_adapter(spec: str, root: Path) -> tuple[Path, dict[str, Any]]:
     """(version folder, its adapter.json) for `latest` or a path to a version folder."""
     if spec == "latest":
