@@ -323,3 +323,14 @@ def test_aligned_check_logic_by_hand():
     assert evaluate_not_worse(0.60, 0.59, 0.02)[0]
     ok, why = evaluate_not_worse(0.60, 0.55, 0.02)
     assert not ok and "fell by 0.0500" in why
+
+
+def test_gpu_profile_with_a_pretrained_base_trains_controlnets_without_image_guidance(monkeypatch):
+    from resources.control_adapter import ControlAdapterResource
+
+    monkeypatch.setenv("PD_ADAPTER_BASE", "/models/sd15")
+    cfg = ControlAdapterResource.for_profile("gpu").training_config()
+    assert (cfg.model.control_input, cfg.image_guidance) == ("controlnet", 1.0)
+    monkeypatch.delenv("PD_ADAPTER_BASE")
+    cfg = ControlAdapterResource.for_profile("gpu").training_config()
+    assert (cfg.model.control_input, cfg.image_guidance) == ("concat", 3.0)

@@ -102,7 +102,9 @@ class ControlAdapterResource(dg.ConfigurableResource):
                        min_detection_rate=0.0, min_median_oks=0.0)
         if profile == "gpu":
             base = os.environ.get("PD_ADAPTER_BASE", "scratch")
+            # image guidance belongs to the concat form; ControlNets on a pretrained base run without it
             return cls(base=base, control_input="concat" if base == "scratch" else "controlnet",
+                       image_guidance=3.0 if base == "scratch" else 1.0,
                        minutes=None, ae_minutes=None,
                        steps=20_000, ae_steps=5_000, batch_size=16)
         if profile == "local-diffusion":  # the benchmark's settings (benchmarks/bench_control_adapter.py)
