@@ -4,12 +4,16 @@ benchmark partition of `bench_control_adapter.py` (default: the validation shard
     python benchmarks/detector_probes.py grey-body            # a grey shaded body on flat grey
     python benchmarks/detector_probes.py pca --factor 8 --channels 24,48,96
     python benchmarks/detector_probes.py mirror --images <generated partition folder>
+    python benchmarks/detector_probes.py swap --images <generated partition folder>
 
 - grey-body: each label's own shaded render (pose_pool's `shaded` map), made grey and put on
   a flat grey background: how far a clean, average-looking person gets with the detector.
 - pca: the render images through a patch-PCA autoencoder of that factor and channel count.
 - mirror: of a generated partition's genuine detections, how many match the label's
   left/right mirror better than the label (the detector guessed the facing wrong).
+- swap: a generated partition with its background or its body (the label's silhouette)
+  replaced by the render backend's, or by flat grey: which of the two costs the detections
+  and which the OKS.
 """
 
 from __future__ import annotations
@@ -124,12 +128,35 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
           "the better of label and mirror")
 
 
+def swap(pose_dir: Path, gen_dir: Path, images: Path, out: Path) -> None:
+    detector, calibration = _detector()
+    size = Image.open(next((images / "images").glob("*.png"))).size
+
+    def alpha(sid: str) -> np.ndarray:
+        shaded = Image.open(pose_dir / "controls" / "shaded" / f"{sid}.png").convert("RGBA").resize(size)
+        return np.asarray(shaded, np.float32)[..., 3:4] / 255
+
+    def render(sid: str) -> np.ndarray:
+        return np.asarray(Image.open(gen_dir / "images" / f"{sid}.png").convert("RGB").resize(size), np.float32)
+
+    variants = {
+        "as generated": lambda sid, img: img,
+        "generated body, render background": lambda sid, img: alpha(sid) * img + (1 - alpha(sid)) * render(sid),
+        "generated body, grey background": lambda sid, img: alpha(sid) * img + (1 - alpha(sid)) * 128,
+        "render body, generated background": lambda sid, img: alpha(sid) * render(sid) + (1 - alpha(sid)) * img,
+    }
+    for i, (name, transform) in enumerate(variants.items()):
+        _rewrite_images(images, out / f"swap_{i}", transform)
+        ev = _score(pose_dir, out / f"swap_{i}", out / f"_scores_swap_{i}", detector, calibration)
+        print(f"{name}: detected {ev.num_detected}/{ev.num_images}, median OKS {ev.oks_median}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("probe", choices=("grey-body", "pca", "mirror"))
+    ap.add_argument("probe", choices=("grey-body", "pca", "mirror", "swap"))
     ap.add_argument("--root", type=Path, default=Path("/tmp/adapter_bench"), help="bench_control_adapter's --root")
     ap.add_argument("--partition", default="r0|s0009")
-    ap.add_argument("--images", type=Path, help="mirror: the generated partition folder to probe")
+    ap.add_argument("--images", type=Path, help="mirror, swap: the generated partition folder to probe")
     ap.add_argument("--factor", type=int, default=8)
     ap.add_argument("--channels", default="24,48,96")
     ap.add_argument("--out", type=Path, default=Path("/tmp/detector_probes"))
@@ -143,10 +170,12 @@ def main() -> int:
 
         pairs = pairs_from_partitions(args.root, [("r0", f"s{i:04d}") for i in range(8)], ("pncc",), min_pairs=64)
         pca(pose_dir, gen_dir, args.out, pairs.images, args.factor, [int(c) for c in args.channels.split(",")])
-    else:
-        if args.images is None:
-            ap.error("mirror needs --images <generated partition folder>")
+    elif args.images is None:
+        ap.error(f"{args.probe} needs --images <generated partition folder>")
+    elif args.probe == "mirror":
         mirror(pose_dir, args.images, args.out)
+    else:
+        swap(pose_dir, gen_dir, args.images, args.out)
     return 0
 
 

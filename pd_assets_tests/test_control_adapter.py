@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
+import torch
 from PIL import Image
 
 from pd_assets.generation.adapter_assets import ADAPTER_ASSETS, ADAPTER_CHECKS, evaluate_adapter_floors
@@ -44,6 +45,9 @@ def test_adapter_materialises_passes_its_check_and_records_provenance(adapter_ru
     ae = report["stages"]["autoencoder"]
     assert ae["steps"] == 0 and 0 < ae["final_loss"] < 0.1 and report["stages"]["denoiser"]["steps"] == 4
     assert report["config"]["model"]["autoencoder"] == "patch-pca"
+    # the default loss weights each of the 8 latent channels by its pixel gain (power 0.5)
+    assert report["config"]["channel_weight_power"] == 0.5
+    assert len(report["channel_loss_weights"]) == 8 and np.mean(report["channel_loss_weights"]) == pytest.approx(1, abs=1e-5)
     assert "patch_autoencoder" in (vdir / "model" / "pipeline" / "model_index.json").read_text()
     assert report["heldout_partition"] == "r0|s0001" and report["evaluation"]["num_images"] == 8
     # the default from-scratch form: the control's latents are extra denoiser input channels
@@ -216,6 +220,49 @@ def test_concat_form_refuses_what_it_cannot_read(tmp_path):
         GeneratorResource(backend="diffusers", model=str(res.pipeline_dir), family="sd15-concat", guidance=1.0,
                           controlnets=[ControlNetConfig(path_or_id=str(res.pipeline_dir / "unet"), control="pncc",
                                                         scale=2.0)], dtype="float32").build("cpu")
+
+
+def test_channel_loss_weights_by_hand():
+    from pd_assets.generation.adapter_training import channel_loss_weights
+
+    gains = torch.tensor([1.0, 2.0])
+    assert torch.allclose(channel_loss_weights(gains, 0.0), torch.tensor([1.0, 1.0]))
+    # power 1: gains^2 = (1, 4), mean 2.5 -> (0.4, 1.6), each channel's share of the pixel MSE
+    assert torch.allclose(channel_loss_weights(gains, 1.0), torch.tensor([0.4, 1.6]))
+    # power 0.5: (1, 2), mean 1.5
+    assert torch.allclose(channel_loss_weights(gains, 0.5), torch.tensor([2 / 3, 4 / 3]))
+    with pytest.raises(ValueError, match="channel_weight_power=-1.*>= 0"):
+        channel_loss_weights(gains, -1.0)
+    with pytest.raises(ValueError, match="pixel gains must be finite and positive"):
+        channel_loss_weights(torch.tensor([1.0, 0.0]), 0.5)
+
+
+def test_channel_weights_reach_the_loss_and_are_recorded(tmp_path, monkeypatch):
+    import pd_assets.generation.adapter_training as at
+
+    pairs = pairs_from_folder(_pair_folder(tmp_path / "pairs", n=4), ("pncc",))
+    seen = []
+    real = at.train_denoiser
+
+    def spy(*a, **kw):
+        seen.append(kw.get("channel_weights"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(at, "train_denoiser", spy)
+    res = at.train_adapter(pairs, _tiny_training("concat", channel_weight_power=1.0), tmp_path / "w1", tmp_path / "m1")
+    weights = res.info["channel_loss_weights"]
+    assert len(weights) == 4 and np.mean(weights) == pytest.approx(1.0, abs=1e-5)
+    # power 1: proportional to the squared component stds the autoencoder was fitted with
+    from pd_assets.generation.patch_autoencoder import PatchPCAAutoencoder
+
+    vae = PatchPCAAutoencoder.from_pretrained(res.pipeline_dir / "vae")
+    g2 = vae.pixel_gains().double() ** 2
+    assert np.allclose(weights, (g2 / g2.mean()).numpy(), atol=1e-5)
+    assert torch.allclose(seen[0], torch.tensor(weights), atol=1e-5)
+    # another power, another loss: the same seeds train to other weights
+    res0 = at.train_adapter(pairs, _tiny_training("concat", channel_weight_power=0.0), tmp_path / "w0", tmp_path / "m0")
+    assert res0.info["channel_loss_weights"] is None and seen[1] is None
+    assert res0.stages["denoiser"].losses != res.stages["denoiser"].losses
 
 
 def _pair_folder(tmp_path, n=3, size=32):

@@ -146,3 +146,18 @@ def test_the_generator_loads_such_a_pipeline_in_a_fresh_process(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "PatchPCAAutoencoder"
+
+
+def test_pixel_gains_are_the_component_stds_and_price_a_latent_error_in_pixels():
+    # one grey channel, 2x2 patches, two orthonormal components: the patch mean direction and
+    # a left/right split; whitened with stds 3 and 0.5
+    comps = torch.tensor([[0.5, 0.5, 0.5, 0.5], [0.5, -0.5, 0.5, -0.5]])
+    ae = PatchPCAAutoencoder(patch_size=2, latent_channels=2, in_channels=1)
+    ae.set_basis(comps, torch.zeros(1), torch.tensor([3.0, 0.5]))
+    assert torch.allclose(ae.pixel_gains(), torch.tensor([3.0, 0.5]))
+    # a latent error (e0, e1) = (0.2, 0.4) moves the patch by 3 * 0.2 * c0 + 0.5 * 0.4 * c1:
+    # squared pixel error 0.6^2 + 0.2^2 = 0.40 = sum gain_k^2 e_k^2 (orthonormal components)
+    z = torch.zeros(1, 2, 1, 1)
+    e = torch.tensor([0.2, 0.4]).reshape(1, 2, 1, 1)
+    moved = ae.decode(z + e).sample - ae.decode(z).sample
+    assert float((moved ** 2).sum()) == pytest.approx(0.40, rel=1e-5)

@@ -48,6 +48,11 @@ class ControlAdapterResource(dg.ConfigurableResource):
         default=1.0, gt=0, allow_inf_nan=False,
         description="min-SNR-gamma weighting of the v-loss (1: the clean-image loss; None: unweighted v-loss)",
     )
+    channel_weight_power: float = Field(
+        default=0.5, ge=0.0, allow_inf_nan=False,
+        description="patch-pca: weight each latent channel's loss by (its pixel gain^2)^power "
+                    "(0: all alike; 1: the decoded pixels' MSE)",
+    )
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
     sample_steps: int = Field(default=8, ge=1, description="denoising steps the generator should use")
@@ -86,7 +91,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
             lr=self.learning_rate, ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
-            checkpoint_every=self.checkpoint_every,
+            channel_weight_power=self.channel_weight_power, checkpoint_every=self.checkpoint_every,
             seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
             image_guidance=self.image_guidance, control_dropout=self.control_dropout,
         )

@@ -84,6 +84,7 @@ def build_adapter_version(pairs: PairSet, cfg, root: Path, heldout_pose_dir: Pat
         "sample_steps": cfg.sample_steps, "guidance": cfg.guidance, "image_guidance": cfg.image_guidance,
         "num_pairs": len(pairs), "pair_sources": pairs.sources, "image_size": list(pairs.size),
         "config": cfg.as_dict(), "stages": stages, "latent_scale": result.latent_scale,
+        "channel_loss_weights": result.info.get("channel_loss_weights"),
         "train_seconds": round(result.seconds, 1), "wall_seconds": round(time.perf_counter() - started, 1),
         "heldout_partition": heldout_key, "evaluation": evaluation.as_dict(),
         "weights_sha256": weights_hashes(model_dir), **(provenance or {}),

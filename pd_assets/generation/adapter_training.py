@@ -6,7 +6,8 @@ loop of `pd_assets.training.loop`:
      (L1 + a tiny KL term); then its latent scale is fixed;
   2. the UNet denoiser, reading the control's latents as extra input channels (concat,
      the default) or with one ControlNet per control map, jointly, on cached latents,
-     with the v target, min-SNR weighting and prompt dropout (so CFG stays possible).
+     with the v target, min-SNR weighting, per-channel loss weights for the linear
+     autoencoder's latents, and prompt dropout (so CFG stays possible).
 A pretrained SD-family base (`base = <folder or hub id>`) skips 1 and trains only the
 ControlNets (`ControlNetModel.from_unet`) with the denoiser, autoencoder and text
 encoder frozen. All end as diffusers folders: `pipeline/` (+ `controlnet-{control}/`).
@@ -57,6 +58,12 @@ class AdapterTrainingConfig:
     # min(snr + 1, gamma) / (snr + 1) on the v-loss; gamma = 1 is the clean-image (x0) loss, which
     # weights the high-noise steps that decide layout and colour as much as the low-noise ones
     min_snr_gamma: float | None = 1.0
+    # patch-PCA latents: weight each latent channel's loss by (its pixel gain^2)^power, mean 1.
+    # 0: every channel alike (whitened latents: the 3 per-block colour means, 91% of the pixel
+    # variance, are 3/32 of the loss, and the samples came out as 8x8 colour blocks); 1: the
+    # decoded pixels' MSE (the fine components, 7% of the variance, next to unweighted); 0.5
+    # between. A learned (kl) or pretrained autoencoder is not linear: its channels stay alike.
+    channel_weight_power: float = 0.5
     prompt_dropout: float = 0.1
     # concat form: the share of samples trained with the control's latents zeroed, the
     # "no control" branch InstructPix2Pix's image guidance subtracts (0: no image guidance)
@@ -215,14 +222,29 @@ def encode_prompts(tokenizer, text_encoder, prompts: list[str], device: str, bat
     return torch.cat(out)
 
 
+def channel_loss_weights(pixel_gains: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-latent-channel loss weights (gain_k^2)^power, scaled to mean 1 so the loss keeps its
+    size (power 0: all 1; power 1: proportional to each channel's share of the pixel MSE)."""
+    if not math.isfinite(power) or power < 0:
+        raise ValueError(f"channel_weight_power={power} must be a finite number >= 0 (0: every channel alike)")
+    g2 = pixel_gains.double().pow(2)
+    if not torch.isfinite(g2).all() or (g2 <= 0).any():
+        raise ValueError("the autoencoder's pixel gains must be finite and positive: refit the autoencoder")
+    w = g2.pow(power)
+    return (w / w.mean()).float()
+
+
 def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, latents: torch.Tensor,
                    text: torch.Tensor, empty_text: torch.Tensor, pairs: PairSet, cfg: AdapterTrainingConfig,
                    work: Path, device: str, log: Callable[[str], None] | None,
-                   train_unet: bool = True, control_latents: torch.Tensor | None = None) -> tuple[LoopResult, Any]:
+                   train_unet: bool = True, control_latents: torch.Tensor | None = None,
+                   channel_weights: torch.Tensor | None = None) -> tuple[LoopResult, Any]:
     """Stage 2: the denoiser (if `train_unet`) and the ControlNets on cached, scaled latents;
     with `control_latents` (concat input) there are no ControlNets: the control's latents are
-    concatenated to the noisy latents, as `StableDiffusionInstructPix2PixPipeline` feeds them."""
+    concatenated to the noisy latents, as `StableDiffusionInstructPix2PixPipeline` feeds them.
+    `channel_weights` (C,) weight each latent channel's squared error (None: all alike)."""
     n = latents.shape[0]
+    cw = None if channel_weights is None else channel_weights.to(device)[None, :, None, None]
     pred_type = scheduler.config.prediction_type
     alphas = scheduler.alphas_cumprod.float()
     num_t = scheduler.config.num_train_timesteps
@@ -244,7 +266,8 @@ def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, lat
             concat = concat * keep.to(device=device, dtype=concat.dtype)[:, None, None, None]
         pred = denoise(unet, noisy, t_dev, enc, residuals=residuals, control_latents=concat)
         target = training_target(x0, noise, t_dev, pred_type, alphas)
-        per_sample = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        err = F.mse_loss(pred.float(), target.float(), reduction="none")
+        per_sample = (err if cw is None else err * cw).mean(dim=(1, 2, 3))
         if cfg.min_snr_gamma:
             per_sample = per_sample * min_snr_weight(t_dev, pred_type, cfg.min_snr_gamma, alphas)
         return per_sample.mean(), {}
@@ -290,13 +313,20 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
     latents = cached_latents(vae, pairs, work, device) * vae.config.scaling_factor
     # the pipeline concatenates the control's posterior mode, unscaled (InstructPix2Pix convention)
     control_latents = cached_latents(vae, pairs, work, device, control=cfg.controls[0]) if concat else None
+    # only a linear (patch-PCA) autoencoder has per-channel pixel gains to weight by
+    weights = (channel_loss_weights(vae.pixel_gains(), cfg.channel_weight_power)
+               if hasattr(vae, "pixel_gains") and cfg.channel_weight_power else None)
+    if weights is not None and log:
+        log(f"denoiser: latent channel loss weights (power {cfg.channel_weight_power:g}) from "
+            f"{float(weights.max()):.2f} to {float(weights.min()):.3f}")
     text = encode_prompts(parts["tokenizer"], parts["text_encoder"].to(device), pairs.prompts, device)
     empty = encode_prompts(parts["tokenizer"], parts["text_encoder"], [""], device)
     unet = parts["unet"].to(device)
     for cn in controlnets.values():
         cn.to(device)
     stages["denoiser"], _ = train_denoiser(unet, controlnets, parts["scheduler"], latents, text, empty, pairs, cfg,
-                                           work, device, log, train_unet=train_unet, control_latents=control_latents)
+                                           work, device, log, train_unet=train_unet, control_latents=control_latents,
+                                           channel_weights=weights)
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(cfg.controls))
     pipe_dir, cn_dir = save_pipeline({**parts, "vae": vae, "unet": unet, "controlnet": controlnets.get(first)},
@@ -310,6 +340,7 @@ def train_adapter(pairs: PairSet, cfg: AdapterTrainingConfig, work: Path, out: P
         pipeline_dir=pipe_dir, controlnet_dirs=cn_dirs, stages=stages, latent_scale=scale,
         seconds=sum(s.seconds for s in stages.values()),
         info={"num_pairs": len(pairs), "image_size": list(pairs.size), "config": cfg.as_dict(),
+              "channel_loss_weights": None if weights is None else [round(float(w), 6) for w in weights],
               "family": "sd15-concat" if concat else "sd15"},
     )
 

@@ -65,6 +65,13 @@ class PatchPCAAutoencoder(ModelMixin, ConfigMixin):
         return self.decode(self.encode(x).latent_dist.mode(), return_dict=return_dict)
 
     @torch.no_grad()
+    def pixel_gains(self) -> torch.Tensor:
+        """(latent_channels,) how far a unit change of each latent channel moves the decoded
+        pixels (the L2 norm of its decoder kernel): with whitened latents, each component's
+        standard deviation. A latent error e_k costs sum_k gain_k^2 e_k^2 in pixel MSE."""
+        return self.decoder.weight.detach().flatten(1).norm(dim=1)
+
+    @torch.no_grad()
     def set_basis(self, components: torch.Tensor, channel_mean: torch.Tensor,
                   latent_std: torch.Tensor | None = None) -> None:
         """components: (latent_channels, in_channels * p * p) orthonormal rows, in the
