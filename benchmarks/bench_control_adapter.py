@@ -8,7 +8,8 @@ production generator path and scores them: detection rate (a genuine person, >= 
 keypoints inside the image), OKS mean/median over detections, pass rate at the filter
 thresholds; that curve (detection against training minutes) also decides an early stop.
 The 64 test controls (the shard right after the training shards) are generated once, by
-the final model. Prints seconds per step, images per second, and the render backend's
+the final model, and with it (`--extra-test-shards`, default 2) the shards after the
+validation shard, reported per shard and pooled. Prints seconds per step, images per second, and the render backend's
 figures on the same controls (the ceiling). Writes a contact sheet and the loss curve.
 
     python benchmarks/bench_control_adapter.py --root /tmp/adapter_bench --minutes 90
@@ -72,6 +73,9 @@ def main() -> int:
     ap.add_argument("--eval-only", action="store_true",
                     help="no training: score the model the last run saved in OUT/model on the validation shard "
                          "with each --eval-settings, then the best of them on the test shard")
+    ap.add_argument("--extra-test-shards", type=int, default=2,
+                    help="also score the final model, with the same sampling, on this many further unseen "
+                         "shards (after the validation shard), and pooled with the test shard")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/control_adapter"))
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -92,7 +96,8 @@ def main() -> int:
     train_keys = [f"r0|s{i:04d}" for i in range(args.shards)]
     test, val = adapter_data.heldout_partition(args.shards), adapter_data.validation_partition(args.shards)
     adapter_data.materialise(args.root, train_keys, args.per_shard, 128)
-    adapter_data.materialise(args.root, [test, val], 64, 128)
+    extra_tests = adapter_data.extra_test_partitions(args.shards, args.extra_test_shards)
+    adapter_data.materialise(args.root, [test, val, *extra_tests], 64, 128)
 
     def dirs(key: str) -> tuple[Path, Path, str, str]:
         rnd, shard = key.split("|")
@@ -103,7 +108,8 @@ def main() -> int:
     detector, calibration = kd.build(), kd.load_calibration()
     thresholds = FilterThresholds()
 
-    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float, image_guidance: float):
+    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float, image_guidance: float,
+                 records_out: list | None = None):
         pose_dir, _, rnd, shard = dirs(key)
         family, reads = adapter_data.model_form(model_dir)
         gen = GeneratorResource(
@@ -112,7 +118,10 @@ def main() -> int:
             dtype="float32", batch_size=16).build("cpu")
         ev, records = evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
                                          round_name=rnd, shard=shard, project_seed=0, log=LOG)
-        contact_sheet_for(pose_dir, eval_dir, records, n=12).save(args.out / "contact_sheet.png")
+        if records_out is None:
+            contact_sheet_for(pose_dir, eval_dir, records, n=12).save(args.out / "contact_sheet.png")
+        else:
+            records_out.extend(records)
         return ev
 
     settings = [tuple(float(v) for v in item.split(":")) for item in args.eval_settings.split(",")]
@@ -196,7 +205,14 @@ def main() -> int:
             if den.seconds + ae.seconds >= args.minutes * 60 - 1:
                 break
     # the test shard, once, on the final model (never used to stop or tune)
-    ev = evaluate(model_out, test, args.out / "eval-test", int(best[0]), best[1], best[2])
+    test_records: list = []
+    ev = evaluate(model_out, test, args.out / "eval-test", int(best[0]), best[1], best[2], test_records)
+    contact_sheet_for(dirs(test)[0], args.out / "eval-test", test_records, n=12).save(args.out / "contact_sheet.png")
+    extra = {}
+    for key in extra_tests:
+        extra[key] = evaluate(model_out, key, args.out / f"eval-test-{key.replace('|', '_')}", int(best[0]), best[1],
+                              best[2], test_records)
+    pooled = summarise(test_records, 0.0) if extra else None
     print("\n== control adapter, trained from scratch, 128 px, 64 held-out test controls ==")
     if not args.eval_only:
         final = curve[-1]
@@ -206,7 +222,14 @@ def main() -> int:
     print(f"sampling: {setting_name(best)} (the best on the last validation evaluation)")
     print(f"test: detected {ev.num_detected}/{ev.num_images} = {ev.detection_rate:.3f} (target >= 0.5); OKS mean "
           f"{fmt(ev.oks_mean)} median {fmt(ev.oks_median)} (target median >= 0.5); pass rate {ev.pass_rate:.3f}; "
-          f"{ev.images_per_second:.2f} img/s at inference")
+          + (f"{ev.images_per_second:.2f} img/s at inference" if ev.images_per_second
+             else "images reused from an earlier run, not timed"))
+    for key, e in extra.items():
+        print(f"further unseen shard {key}: detected {e.num_detected}/{e.num_images}, OKS median {fmt(e.oks_median)}")
+    if pooled is not None:
+        print(f"pooled over the {pooled.num_images} test controls of {1 + len(extra)} shards: detected "
+              f"{pooled.num_detected}/{pooled.num_images} = {pooled.detection_rate:.3f}, OKS mean {fmt(pooled.oks_mean)} "
+              f"median {fmt(pooled.oks_median)}, pass rate {pooled.pass_rate:.3f}")
     print(f"ceiling (render backend, same test controls): detected {ceiling.num_detected}/{ceiling.num_images}, "
           f"OKS median {fmt(ceiling.oks_median)}, pass rate {ceiling.pass_rate:.3f}")
     if not args.eval_only:
@@ -215,7 +238,9 @@ def main() -> int:
             print(f"  {r['total_minutes']:6.1f} min  {r['detection_rate']:.3f}  {fmt(r['oks_median'])}  "
                   f"({r['best_setting']})")
         (args.out / "curve.json").write_text(json.dumps({"ceiling": ceiling.as_dict(), "curve": curve,
-                                                         "test": ev.as_dict()}, indent=1))
+                                                         "test": ev.as_dict(),
+                                                         "further_tests": {k: e.as_dict() for k, e in extra.items()},
+                                                         "pooled_test": pooled and pooled.as_dict()}, indent=1))
     detector.close()
     return 0
 

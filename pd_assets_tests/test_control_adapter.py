@@ -315,6 +315,25 @@ def test_genuine_detections_need_keypoints_inside_the_image():
     assert ev.pass_rate == 0.25 and ev.images_per_second == 2.0
 
 
+def test_evaluation_rate_is_only_reported_for_images_it_timed(adapter_run, tmp_path):
+    from pd_assets.curation.filters import FilterThresholds
+    from pd_assets.generation.adapter_eval import evaluate_generator
+    from resources.keypoint_detector import KeypointDetectorResource
+
+    root, res, _ = adapter_run
+    kd = KeypointDetectorResource.for_profile("ci")
+    detector, calibration = kd.build(), kd.load_calibration()
+    gen = GeneratorResource(backend="render").build("cpu")
+    args = (gen, root / "pose_pool" / "r0" / "s0001", tmp_path / "eval", detector, calibration, FilterThresholds())
+    first, records = evaluate_generator(*args, round_name="r0", shard="s0001", project_seed=0)
+    assert first.num_images == 8 and first.images_per_second > 0
+    # a resumed evaluation keeps the verified images: the same scores, and no rate made up
+    # from the time it took to find them
+    again, again_records = evaluate_generator(*args, round_name="r0", shard="s0001", project_seed=0)
+    assert again.images_per_second == 0.0
+    assert [r["oks"] for r in again_records] == [r["oks"] for r in records]
+
+
 # ---- alignment on the adapter (ci profile: relaxed pair rules, 2 DPO steps) -------------------
 
 @pytest.fixture(scope="module")

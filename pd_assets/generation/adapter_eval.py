@@ -10,7 +10,6 @@ far outside the frame, which must not count (shared/docs/environment.md).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,9 +78,9 @@ def evaluate_generator(generator, pose_dir: Path, out_dir: Path, detector, calib
     """Generate the held-out partition `pose_dir` into `out_dir` and score it."""
     from pd_assets.generation.partition import generate_partition
 
-    t = time.perf_counter()
     report = generate_partition(generator, pose_dir, out_dir, round_name=round_name, shard=shard,
                                 project_seed=project_seed, image_size=lambda w, h: (w, h), log=log)
-    seconds = report.generate_seconds if report.num_generated else time.perf_counter() - t
+    # images kept from an earlier run were not timed: no rate (0) rather than a made-up one
+    seconds = report.generate_seconds if report.num_reused == 0 else 0.0
     records = score_partition(pose_dir, out_dir, detector, calibration, thresholds, out_dir / "_scores")
     return summarise(records, seconds), records
