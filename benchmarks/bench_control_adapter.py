@@ -108,21 +108,16 @@ def main() -> int:
     detector, calibration = kd.build(), kd.load_calibration()
     thresholds = FilterThresholds()
 
-    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: int, guidance: float, image_guidance: float,
-                 records_out: list | None = None):
+    def evaluate(model_dir: Path, key: str, eval_dir: Path, steps: float, guidance: float, image_guidance: float):
+        """Generate and score the partition `key`: (evaluation, curation records)."""
         pose_dir, _, rnd, shard = dirs(key)
         family, reads = adapter_data.model_form(model_dir)
         gen = GeneratorResource(
-            backend="diffusers", model=str(model_dir / "pipeline"), family=family, steps=steps, guidance=guidance,
+            backend="diffusers", model=str(model_dir / "pipeline"), family=family, steps=int(steps), guidance=guidance,
             controlnets=[ControlNetConfig(path_or_id=str(reads), control="pncc", scale=image_guidance)],
             dtype="float32", batch_size=16).build("cpu")
-        ev, records = evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
-                                         round_name=rnd, shard=shard, project_seed=0, log=LOG)
-        if records_out is None:
-            contact_sheet_for(pose_dir, eval_dir, records, n=12).save(args.out / "contact_sheet.png")
-        else:
-            records_out.extend(records)
-        return ev
+        return evaluate_generator(gen, pose_dir, eval_dir, detector, calibration, thresholds,
+                                  round_name=rnd, shard=shard, project_seed=0, log=LOG)
 
     settings = [tuple(float(v) for v in item.split(":")) for item in args.eval_settings.split(",")]
 
@@ -144,7 +139,7 @@ def main() -> int:
         scored = []
         for setting in settings:
             name = f"{tag}-{int(setting[0])}s-g{setting[1]:g}-ig{setting[2]:g}"
-            ev = evaluate(model_out, val, args.out / f"eval-val-{name}", int(setting[0]), setting[1], setting[2])
+            ev, _ = evaluate(model_out, val, args.out / f"eval-val-{name}", int(setting[0]), setting[1], setting[2])
             row["settings"][setting_name(setting)] = ev.as_dict()
             scored.append((rank(ev), setting, ev))
             print(f"[validation, {header}, {setting_name(setting)}] detected {ev.num_detected}/{ev.num_images} "
@@ -205,13 +200,12 @@ def main() -> int:
             if den.seconds + ae.seconds >= args.minutes * 60 - 1:
                 break
     # the test shard, once, on the final model (never used to stop or tune)
-    test_records: list = []
-    ev = evaluate(model_out, test, args.out / "eval-test", int(best[0]), best[1], best[2], test_records)
+    ev, test_records = evaluate(model_out, test, args.out / "eval-test", *best)
     contact_sheet_for(dirs(test)[0], args.out / "eval-test", test_records, n=12).save(args.out / "contact_sheet.png")
     extra = {}
-    for key in extra_tests:
-        extra[key] = evaluate(model_out, key, args.out / f"eval-test-{key.replace('|', '_')}", int(best[0]), best[1],
-                              best[2], test_records)
+    for key in extra_tests:  # the same sampling on further unseen shards, then all pooled
+        extra[key], records = evaluate(model_out, key, args.out / f"eval-test-{key.replace('|', '_')}", *best)
+        test_records = test_records + records
     pooled = summarise(test_records, 0.0) if extra else None
     print("\n== control adapter, trained from scratch, 128 px, 64 held-out test controls ==")
     if not args.eval_only:
