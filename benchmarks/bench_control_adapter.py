@@ -62,6 +62,8 @@ def main() -> int:
                     help="min-SNR-gamma loss weighting (0: none, every timestep's v-loss weighted 1)")
     ap.add_argument("--channel-weight-power", type=float, default=0.5,
                     help="patch-PCA latents: loss weight of each channel (its pixel gain^2)^power (0: all alike)")
+    ap.add_argument("--foreground-weight", type=float, default=1.0,
+                    help="loss weight of the body's latent cells against 1 on the background (1: none)")
     ap.add_argument("--control-dropout", type=float, default=0.1,
                     help="concat: share of training samples without the control (what image guidance needs)")
     ap.add_argument("--eval-settings", default="8:1.5:3",
@@ -181,7 +183,8 @@ def main() -> int:
                                         ae_steps=100_000, ae_max_seconds=ae_minutes * 60 or None, steps=1_000_000,
                                         max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None,
                                         min_snr_gamma=args.min_snr or None, control_dropout=args.control_dropout,
-                                        channel_weight_power=args.channel_weight_power)
+                                        channel_weight_power=args.channel_weight_power,
+                                        foreground_loss_weight=args.foreground_weight)
             res = train_adapter(pairs, cfg, work, model_out, log=LOG.info)
             den, ae = res.stages["denoiser"], res.stages["autoencoder"]
             row = {"denoiser_minutes": den.seconds / 60, "total_minutes": (den.seconds + ae.seconds) / 60,

@@ -265,6 +265,61 @@ def test_channel_weights_reach_the_loss_and_are_recorded(tmp_path, monkeypatch):
     assert res0.stages["denoiser"].losses != res.stages["denoiser"].losses
 
 
+def test_foreground_loss_weights_by_hand():
+    from pd_assets.generation.adapter_training import foreground_loss_weights
+
+    body = np.zeros((2, 4, 4, 3), np.uint8)
+    body[0, :2, :2, 1] = 5  # sample 0: the top-left latent cell is all body
+    body[1, 0, 0, 0] = 1    # sample 1: one pixel of the top-left cell's four
+    w = foreground_loss_weights({"pncc": body}, (2, 2), 3.0)
+    assert w.shape == (2, 1, 2, 2)
+    # sample 0: cells (3, 1, 1, 1), mean 1.5 -> (2, 2/3, 2/3, 2/3)
+    assert torch.allclose(w[0, 0], torch.tensor([[2.0, 2 / 3], [2 / 3, 2 / 3]]))
+    # sample 1: the cell is 1/4 body -> 1 + 2 x 0.25 = 1.5; cells (1.5, 1, 1, 1), mean 1.125
+    assert torch.allclose(w[1, 0], torch.tensor([[4 / 3, 8 / 9], [8 / 9, 8 / 9]]))
+    # a second control's body counts too (the union of what the controls draw)
+    other = np.zeros_like(body)
+    other[0, 2:, 2:, 2] = 9
+    both = foreground_loss_weights({"pncc": body, "depth": other}, (2, 2), 3.0)
+    assert torch.allclose(both[0, 0], torch.tensor([[1.5, 0.5], [0.5, 1.5]]))
+    # chunks give the same maps
+    assert torch.equal(foreground_loss_weights({"pncc": body}, (2, 2), 3.0, chunk=1), w)
+    assert foreground_loss_weights({"pncc": body}, (2, 2), 1.0) is None
+    with pytest.raises(ValueError, match="foreground_loss_weight=0.5 must be a finite number >= 1"):
+        foreground_loss_weights({"pncc": body}, (2, 2), 0.5)
+    with pytest.raises(ValueError, match="foreground_loss_weight=nan"):
+        foreground_loss_weights({"pncc": body}, (2, 2), float("nan"))
+    with pytest.raises(ValueError, match="4x4 do not divide into latent cells of 3x3"):
+        foreground_loss_weights({"pncc": body}, (3, 3), 2.0)
+
+
+def test_foreground_weights_reach_the_loss(tmp_path, monkeypatch):
+    import pd_assets.generation.adapter_training as at
+
+    folder = _pair_folder(tmp_path / "pairs", n=4)
+    for i in range(4):  # a body in one corner of each control, on a black background
+        ctrl = np.zeros((32, 32, 3), np.uint8)
+        ctrl[: 8 + 4 * i, : 8 + 4 * i] = (30, 60 + 20 * i, 90)
+        Image.fromarray(ctrl).save(folder / "controls" / "pncc" / f"p{i}.png")
+    pairs = pairs_from_folder(folder, ("pncc",))
+    seen = []
+    real = at.train_denoiser
+
+    def spy(*a, **kw):
+        seen.append(kw.get("spatial_weights"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(at, "train_denoiser", spy)
+    res = at.train_adapter(pairs, _tiny_training("concat", foreground_loss_weight=4.0), tmp_path / "w4", tmp_path / "m4")
+    w = seen[0]
+    assert w.shape == (4, 1, 16, 16) and torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(4))
+    # the cell at the top-left corner is all body, the bottom-right one all background: 4x
+    assert torch.allclose(w[:, 0, 0, 0] / w[:, 0, -1, -1], torch.full((4,), 4.0))
+    assert res.info["config"]["foreground_loss_weight"] == 4.0
+    res1 = at.train_adapter(pairs, _tiny_training("concat"), tmp_path / "w1", tmp_path / "m1")
+    assert seen[1] is None and res1.stages["denoiser"].losses != res.stages["denoiser"].losses
+
+
 def _pair_folder(tmp_path, n=3, size=32):
     for i in range(n):
         (tmp_path / "images").mkdir(parents=True, exist_ok=True)

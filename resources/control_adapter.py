@@ -53,6 +53,11 @@ class ControlAdapterResource(dg.ConfigurableResource):
         description="patch-pca: weight each latent channel's loss by (its pixel gain^2)^power "
                     "(0: all alike; 1: the decoded pixels' MSE)",
     )
+    foreground_loss_weight: float = Field(
+        default=1.0, ge=1.0, allow_inf_nan=False,
+        description="loss weight of the body's latent cells (pixels the controls draw) against 1 on the background "
+                    "(each sample's map scaled to mean 1; 1: no spatial weighting)",
+    )
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
     sample_steps: int = Field(default=8, ge=1, description="denoising steps the generator should use")
@@ -91,7 +96,8 @@ class ControlAdapterResource(dg.ConfigurableResource):
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
             lr=self.learning_rate, ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
-            channel_weight_power=self.channel_weight_power, checkpoint_every=self.checkpoint_every,
+            channel_weight_power=self.channel_weight_power, foreground_loss_weight=self.foreground_loss_weight,
+            checkpoint_every=self.checkpoint_every,
             seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
             image_guidance=self.image_guidance, control_dropout=self.control_dropout,
         )
