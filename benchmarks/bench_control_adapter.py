@@ -64,6 +64,8 @@ def main() -> int:
                     help="patch-PCA latents: loss weight of each channel (its pixel gain^2)^power (0: all alike)")
     ap.add_argument("--foreground-weight", type=float, default=1.0,
                     help="loss weight of the body's latent cells against 1 on the background (1: none)")
+    ap.add_argument("--head-weight", type=float, default=1.0,
+                    help="loss weight of the latent cells over the label's head against 1 on the background (1: none)")
     ap.add_argument("--control-dropout", type=float, default=0.1,
                     help="concat: share of training samples without the control (what image guidance needs)")
     ap.add_argument("--eval-settings", default="8:1.5:3",
@@ -184,7 +186,8 @@ def main() -> int:
                                         max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None,
                                         min_snr_gamma=args.min_snr or None, control_dropout=args.control_dropout,
                                         channel_weight_power=args.channel_weight_power,
-                                        foreground_loss_weight=args.foreground_weight)
+                                        foreground_loss_weight=args.foreground_weight,
+                                        head_loss_weight=args.head_weight)
             res = train_adapter(pairs, cfg, work, model_out, log=LOG.info)
             den, ae = res.stages["denoiser"], res.stages["autoencoder"]
             row = {"denoiser_minutes": den.seconds / 60, "total_minutes": (den.seconds + ae.seconds) / 60,

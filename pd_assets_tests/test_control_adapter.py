@@ -265,9 +265,24 @@ def test_channel_weights_reach_the_loss_and_are_recorded(tmp_path, monkeypatch):
     assert res0.stages["denoiser"].losses != res.stages["denoiser"].losses
 
 
-def test_foreground_loss_weights_by_hand():
-    from pd_assets.generation.adapter_training import foreground_loss_weights
+def foreground_loss_weights(controls, latent_hw, weight, chunk=512):
+    from pd_assets.generation.adapter_training import spatial_loss_weights
 
+    return spatial_loss_weights(controls, None, latent_hw, foreground_weight=weight, chunk=chunk)
+
+
+def test_pose_pool_pairs_carry_their_label_keypoints(adapter_run):
+    from pd_assets.generation.adapter_pairs import pairs_from_partitions
+
+    root = adapter_run[0]
+    pairs = pairs_from_partitions(root, [("r0", "s0000")], ("pncc",))
+    labels = pl.read_parquet(root / "pose_pool" / "r0" / "s0000" / "labels.parquet").sort("index")
+    assert pairs.keypoints.shape == (len(pairs), 17, 3) and pairs.ids == labels["sample_id"].to_list()
+    assert np.allclose(pairs.keypoints[:, :, :2].reshape(len(pairs), -1), np.stack(labels["keypoints2d"].to_list()))
+    assert np.array_equal(pairs.keypoints[:, :, 2], np.stack(labels["keypoints_visible"].to_list()).astype(np.float32))
+
+
+def test_foreground_loss_weights_by_hand():
     body = np.zeros((2, 4, 4, 3), np.uint8)
     body[0, :2, :2, 1] = 5  # sample 0: the top-left latent cell is all body
     body[1, 0, 0, 0] = 1    # sample 1: one pixel of the top-left cell's four
@@ -291,6 +306,44 @@ def test_foreground_loss_weights_by_hand():
         foreground_loss_weights({"pncc": body}, (2, 2), float("nan"))
     with pytest.raises(ValueError, match="4x4 do not divide into latent cells of 3x3"):
         foreground_loss_weights({"pncc": body}, (3, 3), 2.0)
+
+
+def _face_at(x, y, nose_to_shoulders=10.0):
+    """COCO-17 keypoints: the five face points at (x, y), the shoulders straight below."""
+    kp = np.zeros((17, 3), np.float32)
+    kp[:5, :2] = (x, y)
+    kp[5:7, :2] = (x, y + nose_to_shoulders)
+    return kp
+
+
+def test_head_disks_and_weights_by_hand():
+    from pd_assets.generation.adapter_training import head_disks, spatial_loss_weights
+
+    # centre (4, 4), radius 0.4 x 10 = 4 px: the pixel centres within 4 px of it
+    disk = head_disks(_face_at(4.0, 4.0)[None], 8, 8)[0]
+    ys, xs = np.mgrid[0:8, 0:8] + 0.5
+    assert np.array_equal(disk, (xs - 4) ** 2 + (ys - 4) ** 2 <= 16) and disk.sum() == 52
+    # the face points' spread wins when larger: eyes and ears 5 px out -> radius 6 px
+    kp = _face_at(4.0, 4.0, nose_to_shoulders=2.0)
+    kp[3, 0], kp[4, 0] = -1.0, 9.0  # ears at x -1 and 9; centre x = (4 + 4 + 4 - 1 + 9) / 5 = 4
+    assert head_disks(kp[None], 8, 8)[0].sum() == ((xs - 4) ** 2 + (ys - 4) ** 2 <= 6.0 ** 2).sum()
+    # at least 2 px: around (2, 2), the 4x4 pixels but their 4 corners (1.5^2 + 1.5^2 > 2^2)
+    assert head_disks(_face_at(2.0, 2.0, 0.0)[None], 8, 8)[0].sum() == 12
+    assert not head_disks(_face_at(50.0, 50.0)[None], 8, 8).any()  # a head outside draws nothing
+    # weights on 4x4-pixel cells: that disk covers 12/16 of the top-left cell -> 1 + 4 x 0.75 = 4;
+    # cells (4, 1, 1, 1), mean 1.75
+    ctrl = {"pncc": np.zeros((1, 8, 8, 3), np.uint8)}
+    head = _face_at(2.0, 2.0, 0.0)[None]
+    w = spatial_loss_weights(ctrl, head, (2, 2), head_weight=5.0)
+    assert torch.allclose(w[0, 0], torch.tensor([[4 / 1.75, 1 / 1.75], [1 / 1.75, 1 / 1.75]]))
+    # with the body too (the bottom-right cell, weight 3): (4, 1, 1, 3), mean 2.25
+    ctrl["pncc"][0, 4:, 4:] = 7
+    w = spatial_loss_weights(ctrl, head, (2, 2), foreground_weight=3.0, head_weight=5.0)
+    assert torch.allclose(w[0, 0], torch.tensor([[4 / 2.25, 1 / 2.25], [1 / 2.25, 3 / 2.25]]))
+    with pytest.raises(ValueError, match="head_loss_weight needs the pairs' label keypoints"):
+        spatial_loss_weights(ctrl, None, (2, 2), head_weight=2.0)
+    with pytest.raises(ValueError, match="head_loss_weight=inf must be a finite number >= 1"):
+        spatial_loss_weights(ctrl, _face_at(1.0, 1.0)[None], (2, 2), head_weight=float("inf"))
 
 
 def test_foreground_weights_reach_the_loss(tmp_path, monkeypatch):
@@ -318,6 +371,15 @@ def test_foreground_weights_reach_the_loss(tmp_path, monkeypatch):
     assert res.info["config"]["foreground_loss_weight"] == 4.0
     res1 = at.train_adapter(pairs, _tiny_training("concat"), tmp_path / "w1", tmp_path / "m1")
     assert seen[1] is None and res1.stages["denoiser"].losses != res.stages["denoiser"].losses
+    # the head weights need label keypoints: refused up front for a folder's pairs, used with them
+    with pytest.raises(ValueError, match="head_loss_weight=4 needs the pairs' label keypoints.*carry none"):
+        at.train_adapter(pairs, _tiny_training("concat", head_loss_weight=4.0), tmp_path / "wh", tmp_path / "mh")
+    pairs.keypoints = np.stack([_face_at(4.0 + 6 * i, 20.0) for i in range(4)])
+    at.train_adapter(pairs, _tiny_training("concat", head_loss_weight=4.0), tmp_path / "wh", tmp_path / "mh")
+    from pd_assets.generation.adapter_training import head_disks, spatial_loss_weights
+
+    expected = spatial_loss_weights(pairs.controls, pairs.keypoints, (16, 16), head_weight=4.0)
+    assert torch.equal(seen[2], expected) and head_disks(pairs.keypoints, 32, 32).any(axis=(1, 2)).all()
 
 
 def _pair_folder(tmp_path, n=3, size=32):
@@ -333,7 +395,7 @@ def test_folder_pairs_load_and_bad_inputs_name_the_file(tmp_path):
     folder = _pair_folder(tmp_path)
     pairs = pairs_from_folder(folder, ("pncc",))
     assert pairs.ids == ["p0", "p1", "p2"] and pairs.controls["pncc"].shape == (3, 32, 32, 3)
-    assert pairs.images[2, 0, 0, 0] == 20
+    assert pairs.images[2, 0, 0, 0] == 20 and pairs.keypoints is None  # a folder carries no labels
     with pytest.raises(PairError, match="only 3 training pairs.*at least 5"):
         pairs_from_folder(folder, ("pncc",), min_pairs=5)
     (folder / "images" / "p1.png").write_bytes(b"not a png")

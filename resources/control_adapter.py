@@ -58,6 +58,11 @@ class ControlAdapterResource(dg.ConfigurableResource):
         description="loss weight of the body's latent cells (pixels the controls draw) against 1 on the background "
                     "(each sample's map scaled to mean 1; 1: no spatial weighting)",
     )
+    head_loss_weight: float = Field(
+        default=1.0, ge=1.0, allow_inf_nan=False,
+        description="loss weight of the latent cells over the label's head (from its face keypoints; pose_pool "
+                    "pairs only) against 1 on the background (each sample's map scaled to mean 1; 1: none)",
+    )
     checkpoint_every: int = Field(default=200, ge=1)
     seed: int = Field(default=0)
     sample_steps: int = Field(default=8, ge=1, description="denoising steps the generator should use")
@@ -97,6 +102,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
             lr=self.learning_rate, ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
             channel_weight_power=self.channel_weight_power, foreground_loss_weight=self.foreground_loss_weight,
+            head_loss_weight=self.head_loss_weight,
             checkpoint_every=self.checkpoint_every,
             seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
             image_guidance=self.image_guidance, control_dropout=self.control_dropout,

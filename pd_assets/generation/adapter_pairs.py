@@ -39,6 +39,9 @@ class PairSet:
     images: np.ndarray               # (N, H, W, 3) uint8
     prompts: list[str]
     sources: list[str] = field(default_factory=list)  # where the pairs came from (partitions, files)
+    # (N, 17, 3): each pair's COCO-17 label keypoints (x, y in image pixels, visible), for
+    # pose_pool sources; None for folders and WebDatasets, which carry no labels
+    keypoints: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,7 +75,27 @@ def _control_rgb(name: str, raw: np.ndarray, width: int, height: int, what: str)
         raise PairError(f"{what}: {exc}") from exc
 
 
-def _assemble(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray], str]], controls: tuple[str, ...],
+def _label_keypoints(pose_dir: Path, key: str) -> dict[str, np.ndarray]:
+    """sample_id -> (17, 3) label keypoints (x, y, visible) of a pose_pool partition."""
+    from pd_assets.safe_io import InputError, read_label_rows
+
+    try:
+        rows = read_label_rows(pose_dir, f"re-materialise pose_pool for {key}",
+                               required=("keypoints2d", "keypoints_visible"))
+    except InputError as exc:
+        raise PairError(str(exc)) from exc
+    out = {}
+    for r in rows:
+        xy = np.asarray(r["keypoints2d"], dtype=np.float32).reshape(-1, 2)
+        vis = np.asarray(r["keypoints_visible"], dtype=np.float32).reshape(-1, 1)
+        if xy.shape != (17, 2) or vis.shape != (17, 1):
+            raise PairError(f"pose_pool {key} sample {r['sample_id']} has {xy.shape[0]} keypoints, not COCO-17: "
+                            "re-materialise pose_pool")
+        out[r["sample_id"]] = np.concatenate([xy, vis], axis=1)
+    return out
+
+
+def _assemble(rows: list[tuple], controls: tuple[str, ...],
               sources: list[str], min_pairs: int, where: str) -> PairSet:
     if len(rows) < min_pairs:
         raise PairError(
@@ -88,12 +111,15 @@ def _assemble(rows: list[tuple[str, np.ndarray, dict[str, np.ndarray], str]], co
             f"{first[1].shape[1]}x{first[1].shape[0]}: all training images must share one size "
             "(resize them, or train on partitions of one pose_pool size)"
         )
+    # rows from pose_pool carry a fifth element, the label keypoints
+    keypoints = np.stack([r[4] for r in rows]) if all(len(r) > 4 for r in rows) else None
     return PairSet(
         ids=[r[0] for r in rows],
         controls={c: np.stack([r[2][c] for r in rows]) for c in controls},
         images=np.stack([r[1] for r in rows]),
         prompts=[r[3] for r in rows],
         sources=sources,
+        keypoints=keypoints,
     )
 
 
@@ -118,6 +144,7 @@ def pairs_from_partitions(root: Path, partitions: list[tuple[str, str]], control
             check_generation_complete(gen_dir, key)
         except RuntimeError as exc:
             raise PairError(str(exc)) from exc
+        keypoints = _label_keypoints(pose_dir, key)
         for sample in read_pose_samples(pose_dir):
             fix = f"re-materialise raw_generations for {key}"
             img = _open_rgb(image_path(gen_dir, sample.sample_id), f"image of {sample.sample_id}", fix)[..., :3]
@@ -129,7 +156,7 @@ def pairs_from_partitions(root: Path, partitions: list[tuple[str, str]], control
                 except RuntimeError as exc:
                     raise PairError(f"{exc} (control_adapter.controls includes {c!r})") from exc
                 maps[c] = _control_rgb(c, raw, w, h, f"control {c} of {sample.sample_id}")
-            rows.append((sample.sample_id, img, maps, sample.prompt))
+            rows.append((sample.sample_id, img, maps, sample.prompt, keypoints[sample.sample_id]))
     return _assemble(rows, controls, [f"{r}|{s}" for r, s in partitions], min_pairs,
                      f"partitions {', '.join(f'{r}|{s}' for r, s in partitions)}")
 
@@ -147,6 +174,7 @@ def pairs_from_render(root: Path, partitions: list[tuple[str, str]], controls: t
             raise PairError(f"pose_pool {round_name}|{shard} is not materialised ({pose_dir}): materialise it, or "
                             "remove it from control_adapter.pair_partitions")
         needed = tuple(dict.fromkeys((*render_generator.required_controls, *controls)))
+        keypoints = _label_keypoints(pose_dir, f"{round_name}|{shard}")
         for sample in read_pose_samples(pose_dir):
             try:
                 req = build_request(pose_dir, sample, seed=generation_seed(project_seed, round_name, shard, sample.index),
@@ -156,7 +184,7 @@ def pairs_from_render(root: Path, partitions: list[tuple[str, str]], controls: t
             img = np.asarray(render_generator.generate([req])[0].image.convert("RGB"))
             maps = {c: _control_rgb(c, req.controls[c], img.shape[1], img.shape[0], f"control {c} of {sample.sample_id}")
                     for c in controls}
-            rows.append((sample.sample_id, img, maps, sample.prompt))
+            rows.append((sample.sample_id, img, maps, sample.prompt, keypoints[sample.sample_id]))
     return _assemble(rows, controls, [f"{r}|{s} (render)" for r, s in partitions], min_pairs,
                      f"partitions {', '.join(f'{r}|{s}' for r, s in partitions)}")
 
