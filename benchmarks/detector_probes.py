@@ -10,7 +10,8 @@ benchmark partition of `bench_control_adapter.py` (default: the validation shard
   a flat grey background: how far a clean, average-looking person gets with the detector.
 - pca: the render images through a patch-PCA autoencoder of that factor and channel count.
 - mirror: of a generated partition's genuine detections, how many match the label's
-  left/right mirror better than the label (the detector guessed the facing wrong).
+  left/right mirror better than the label (the detector guessed the facing wrong), by
+  which way the label faces (towards the camera, sideways, away).
 - swap: a generated partition with its background or its body (the label's silhouette)
   replaced by the render backend's, or by flat grey: which of the two costs the detections
   and which the OKS.
@@ -111,8 +112,12 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
         result = curate_partition(rows, prov, pose_dir, gen_dir, detector, calibration, FilterThresholds(),
                                   shard_path=out / name / "scores.tar", include_pncc=False)
         records[name] = {r["sample_id"]: r for r in result.records}
+    facing = {r["sample_id"]: facing_camera(np.asarray(r["keypoints3d_cam"]).reshape(-1, 3)) for r in labels}
     against_label, best_of_two, mirrored = [], [], 0
+    by_facing: dict[str, list[int]] = {"towards": [0, 0, 0], "sideways": [0, 0, 0], "away": [0, 0, 0]}
     for sid, rec in records["label"].items():
+        side = "towards" if facing[sid] > 0.3 else "away" if facing[sid] < -0.3 else "sideways"
+        by_facing[side][0] += 1
         kps = rec["det_keypoints2d"]
         if kps is None or keypoints_inside(kps, *size) < MIN_KEYPOINTS_INSIDE:
             continue
@@ -120,12 +125,26 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
         against_label.append(o)
         best_of_two.append(max(o, m))
         mirrored += m > o
+        by_facing[side][1] += 1
+        by_facing[side][2] += m > o
     if not against_label:
         print("no genuine detections")
         return
     print(f"{len(against_label)} genuine detections: {mirrored} match the label's mirror better than the label; "
           f"median OKS {np.median(against_label):.3f} against the label, {np.median(best_of_two):.3f} against "
           "the better of label and mirror")
+    for side, (n, det, mir) in by_facing.items():
+        print(f"  labels facing {side} the camera: {n}, detected {det}, of those mirrored {mir}")
+
+
+def facing_camera(keypoints3d_cam: np.ndarray) -> float:
+    """The z of the unit direction out of the torso's back: +1 facing the camera, -1 away.
+    Camera axes x right, y down, z forward (OpenCV); the body's up is hips -> shoulders, and
+    up x (left shoulder - right shoulder) points out of the back (a person facing the camera
+    has the left shoulder on the image's right: (0,-1,0) x (1,0,0) = (0,0,1), into the scene)."""
+    ls, rs, lh, rh = keypoints3d_cam[5], keypoints3d_cam[6], keypoints3d_cam[11], keypoints3d_cam[12]
+    back = np.cross((ls + rs) / 2 - (lh + rh) / 2, ls - rs)
+    return float(back[2] / (np.linalg.norm(back) + 1e-12))
 
 
 def swap(pose_dir: Path, gen_dir: Path, images: Path, out: Path) -> None:
