@@ -222,6 +222,20 @@ def test_concat_form_refuses_what_it_cannot_read(tmp_path):
                                                         scale=2.0)], dtype="float32").build("cpu")
 
 
+def _spy_on_denoiser(monkeypatch, argument: str) -> list:
+    """Record `argument` of every `train_denoiser` call, which still runs."""
+    import pd_assets.generation.adapter_training as at
+
+    seen, real = [], at.train_denoiser
+
+    def spy(*a, **kw):
+        seen.append(kw.get(argument))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(at, "train_denoiser", spy)
+    return seen
+
+
 def test_channel_loss_weights_by_hand():
     from pd_assets.generation.adapter_training import channel_loss_weights
 
@@ -241,14 +255,7 @@ def test_channel_weights_reach_the_loss_and_are_recorded(tmp_path, monkeypatch):
     import pd_assets.generation.adapter_training as at
 
     pairs = pairs_from_folder(_pair_folder(tmp_path / "pairs", n=4), ("pncc",))
-    seen = []
-    real = at.train_denoiser
-
-    def spy(*a, **kw):
-        seen.append(kw.get("channel_weights"))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(at, "train_denoiser", spy)
+    seen = _spy_on_denoiser(monkeypatch, "channel_weights")
     res = at.train_adapter(pairs, _tiny_training("concat", channel_weight_power=1.0), tmp_path / "w1", tmp_path / "m1")
     weights = res.info["channel_loss_weights"]
     assert len(weights) == 4 and np.mean(weights) == pytest.approx(1.0, abs=1e-5)
@@ -355,14 +362,7 @@ def test_foreground_weights_reach_the_loss(tmp_path, monkeypatch):
         ctrl[: 8 + 4 * i, : 8 + 4 * i] = (30, 60 + 20 * i, 90)
         Image.fromarray(ctrl).save(folder / "controls" / "pncc" / f"p{i}.png")
     pairs = pairs_from_folder(folder, ("pncc",))
-    seen = []
-    real = at.train_denoiser
-
-    def spy(*a, **kw):
-        seen.append(kw.get("spatial_weights"))
-        return real(*a, **kw)
-
-    monkeypatch.setattr(at, "train_denoiser", spy)
+    seen = _spy_on_denoiser(monkeypatch, "spatial_weights")
     res = at.train_adapter(pairs, _tiny_training("concat", foreground_loss_weight=4.0), tmp_path / "w4", tmp_path / "m4")
     w = seen[0]
     assert w.shape == (4, 1, 16, 16) and torch.allclose(w.mean(dim=(1, 2, 3)), torch.ones(4))
