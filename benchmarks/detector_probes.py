@@ -100,6 +100,7 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
     from pd_assets.curation.label_corruptions import mirror_label
     from pd_assets.curation.pipeline import curate_partition
     from pd_assets.generation.adapter_eval import MIN_KEYPOINTS_INSIDE, keypoints_inside
+    from pd_assets.poses.view import body_view
 
     detector, calibration = _detector()
     labels = read_parquet_rows(pose_dir / "labels.parquet", "pose_pool labels", "re-materialise pose_pool")
@@ -112,11 +113,11 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
         result = curate_partition(rows, prov, pose_dir, gen_dir, detector, calibration, FilterThresholds(),
                                   shard_path=out / name / "scores.tar", include_pncc=False)
         records[name] = {r["sample_id"]: r for r in result.records}
-    facing = {r["sample_id"]: facing_camera(np.asarray(r["keypoints3d_cam"]).reshape(-1, 3)) for r in labels}
+    views = {r["sample_id"]: body_view(np.asarray(r["keypoints3d_cam"])) for r in labels}
     against_label, best_of_two, mirrored = [], [], 0
-    by_facing: dict[str, list[int]] = {"towards": [0, 0, 0], "sideways": [0, 0, 0], "away": [0, 0, 0]}
+    by_facing: dict[str, list[int]] = {"front": [0, 0, 0], "side": [0, 0, 0], "back": [0, 0, 0]}
     for sid, rec in records["label"].items():
-        side = "towards" if facing[sid] > 0.3 else "away" if facing[sid] < -0.3 else "sideways"
+        side = views[sid]
         by_facing[side][0] += 1
         kps = rec["det_keypoints2d"]
         if kps is None or keypoints_inside(kps, *size) < MIN_KEYPOINTS_INSIDE:
@@ -134,17 +135,7 @@ def mirror(pose_dir: Path, gen_dir: Path, out: Path) -> None:
           f"median OKS {np.median(against_label):.3f} against the label, {np.median(best_of_two):.3f} against "
           "the better of label and mirror")
     for side, (n, det, mir) in by_facing.items():
-        print(f"  labels facing {side} the camera: {n}, detected {det}, of those mirrored {mir}")
-
-
-def facing_camera(keypoints3d_cam: np.ndarray) -> float:
-    """The z of the unit direction out of the torso's back: +1 facing the camera, -1 away.
-    Camera axes x right, y down, z forward (OpenCV); the body's up is hips -> shoulders, and
-    up x (left shoulder - right shoulder) points out of the back (a person facing the camera
-    has the left shoulder on the image's right: (0,-1,0) x (1,0,0) = (0,0,1), into the scene)."""
-    ls, rs, lh, rh = keypoints3d_cam[5], keypoints3d_cam[6], keypoints3d_cam[11], keypoints3d_cam[12]
-    back = np.cross((ls + rs) / 2 - (lh + rh) / 2, ls - rs)
-    return float(back[2] / (np.linalg.norm(back) + 1e-12))
+        print(f"  labels in {side} view: {n}, detected {det}, of those mirrored {mir}")
 
 
 def swap(pose_dir: Path, gen_dir: Path, images: Path, out: Path) -> None:

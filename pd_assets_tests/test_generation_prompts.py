@@ -127,6 +127,36 @@ def test_user_json_file_replaces_default(tmp_path, bank):
     p = sample_prompt(np.random.default_rng(0), load_prompt_bank(path), age_years=30, gender=0.0)
     assert p.text == "photo: an adult-female wearing a coat, in a room, daylight, 50mm, raw"
     assert p.negative == "blurry" and p.scene_group == "only"
+    behind = sample_prompt(np.random.default_rng(0), load_prompt_bank(path), age_years=30, gender=0.0, view="back")
+    assert behind.text == "photo: an adult-female seen from behind wearing a coat, in a room, daylight, 50mm, raw"
+
+
+def test_view_changes_nothing_else_and_draws_nothing(bank):
+    for seed in range(50):
+        r1, r2 = np.random.default_rng(seed), np.random.default_rng(seed)
+        plain = sample_prompt(r1, bank, age_years=70, gender=0.0)
+        seen = sample_prompt(r2, bank, age_years=70, gender=0.0, view="side")
+        assert r1.random() == r2.random()
+        assert seen.text.replace(" seen from the side", "", 1) == plain.text
+    with pytest.raises(ValueError, match="view must be one of"):
+        sample_prompt(np.random.default_rng(0), bank, view="above")
+
+
+def test_view_survives_the_scratch_text_encoders_truncation(bank, tmp_path):
+    """Every person phrase of the packaged bank, with every demographic term and view: the view
+    ends within the 77 tokens (BOS + 75 + EOS) of the from-scratch model's tokenizer, which
+    spends about one token a character."""
+    from pd_assets.generation.prompts import VIEW_PHRASES, _article, _with_demographic
+    from pd_assets.generation.tiny_models import _clip_tokenizer
+
+    tokenizer, _ = _clip_tokenizer(tmp_path, 1000)
+    lead = bank.quality_template.split("{description}")[0]
+    people = {w if term is None else _with_demographic(w, term)
+              for genders in bank.person_words.values() for words in genders.values() for w in words
+              for term in (None, *bank.demographic_terms)}
+    longest = max(len(tokenizer(f"{lead}{_article(p)} {p} {v}").input_ids) - 1  # without EOS
+                  for p in people for v in VIEW_PHRASES.values())
+    assert 50 < longest <= 76
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from pd_assets.poses.checks import (
     evaluate_finite_and_unique, evaluate_visible_inside,
 )
 from pd_assets.poses.labels import array_column
+from pd_assets.poses.view import body_view
 from pd_assets.storage import COMPLETE_MARKER
 from pd_assets_tests.helpers import ci_resources
 from resources.body_model import BodyModelResource
@@ -75,6 +76,20 @@ def test_partition_layout_and_labels(pool_run):
     assert np.allclose(R @ R.transpose(0, 2, 1), np.eye(3), atol=1e-5)
     assert set(labels["body_model"]) == {"anny"}
     assert all(len(p) > 20 for p in labels["prompt"])
+
+
+def test_prompts_state_the_view_of_their_own_label(pool_run, tmp_path):
+    root, _ = pool_run
+    labels = _labels(root)
+    phrases = {"front": "facing the camera", "side": "seen from the side", "back": "seen from behind"}
+    for prompt, kp in zip(labels["prompt"], array_column(labels, "keypoints3d_cam", (17, 3))):
+        view = body_view(kp)
+        assert phrases[view] in prompt and sum(p in prompt for p in phrases.values()) == 1
+    off = PoseSamplingResource(samples_per_shard=8, width=128, height=128, prompt_view=False)  # ci's, no view
+    assert _materialize(tmp_path, pose_sampling=off).success
+    plain = _labels(tmp_path)
+    assert not any(p in text for text in plain["prompt"] for p in phrases.values())
+    assert plain["keypoints2d"].to_list() == labels["keypoints2d"].to_list()  # only the prompts differ
 
 
 def test_visible_keypoints_lie_on_the_rendered_mask(pool_run):

@@ -235,17 +235,27 @@ def _article(phrase: str) -> str:
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
 
+# how a prompt states the body's view (pd_assets/poses/view.py): right after the person, early
+# enough to survive a 77-token text encoder's truncation (the from-scratch model's tokenizer
+# is nearly one token a character)
+VIEW_PHRASES = {"front": "facing the camera", "side": "seen from the side", "back": "seen from behind"}
+
+
 def sample_prompt(
     rng: np.random.Generator,
     bank: PromptBank,
     *,
     age_years: float | None = None,
     gender: float | None = None,
+    view: str | None = None,
 ) -> Prompt:
-    """One prompt; person words follow `age_years` and `gender` (0 female .. 1 male) when given.
+    """One prompt; person words follow `age_years` and `gender` (0 female .. 1 male) when given,
+    and `view` ('front', 'side', 'back'; None: unstated) is stated after the person.
 
-    Always consumes exactly 11 uniform draws from `rng`.
+    Always consumes exactly 11 uniform draws from `rng`, whatever the view.
     """
+    if view is not None and view not in VIEW_PHRASES:
+        raise ValueError(f"view must be one of {sorted(VIEW_PHRASES)} or None, got {view!r}")
     u = rng.random(11)
     if age_years is None:
         w = np.array([bank.age_band_weights[b] for b in AGE_BANDS], dtype=np.float64)
@@ -262,8 +272,9 @@ def sample_prompt(
     group_names = sorted(bank.scene_groups)
     group = _pick(u[5], group_names)
     scene = _pick(u[6], bank.scene_groups[group])
+    view_words = f" {VIEW_PHRASES[view]}" if view is not None else ""
     description = ", ".join([
-        f"{_article(person)} {person} wearing {_pick(u[7], bank.clothing)}",
+        f"{_article(person)} {person}{view_words} wearing {_pick(u[7], bank.clothing)}",
         scene,
         _pick(u[8], bank.lighting),
         _pick(u[9], bank.camera),

@@ -27,6 +27,7 @@ from pd_assets.poses.labels import bbox_from_mask, flat, to_camera, write_labels
 from pd_assets.poses.pose_sampler import sample_pose
 from pd_assets.poses.pose_sources import PoseRecord, load_pose_records
 from pd_assets.poses.render import Renderer, RenderOutput, pncc_colors, sample_shading
+from pd_assets.poses.view import body_view
 from pd_assets.previews import contact_sheet, draw_keypoints, to_rgb_image
 from pd_assets.seeding import derive_seed, rng_for
 from pd_assets.skeleton import NUM_BODY_POSE_JOINTS, joint_index
@@ -42,6 +43,8 @@ class PosePoolSettings:
     pose_source_paths: tuple[str, ...] = ()
     frames_per_sequence: int = 15
     prompt_bank_path: str | None = None
+    # prompts state the body's view (front/side/back) from the label: models left to guess draw faces
+    prompt_view: bool = True
     # rounds r >= 1: the mined set (of the previous round) that poses, shapes and cameras
     # are drawn from instead of the pose source (pd_assets/mining/mined_set.py)
     mined: MinedSet | None = None
@@ -206,7 +209,8 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
                             if "skeleton" in settings.controls else None)
                 attrs = model.person_attributes(params.shape[b])
                 prompt = sample_prompt(rng_for(project_seed, round_name, shard, i, "prompt"), bank,
-                                       age_years=attrs["age_years"], gender=attrs["gender"])
+                                       age_years=attrs["age_years"], gender=attrs["gender"],
+                                       view=body_view(kp_cam) if settings.prompt_view else None)
                 timings["labels"] += time.perf_counter() - t
                 pending.append(writer.submit(_encode_and_write, render, skeleton, settings, control_dirs, sid))
                 rows.append({
