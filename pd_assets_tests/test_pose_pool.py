@@ -78,18 +78,18 @@ def test_partition_layout_and_labels(pool_run):
     assert all(len(p) > 20 for p in labels["prompt"])
 
 
-def test_prompts_state_the_view_of_their_own_label(pool_run, tmp_path):
+def test_prompts_state_the_view_of_their_own_label_when_asked(pool_run, tmp_path):
     root, _ = pool_run
-    labels = _labels(root)
+    plain = _labels(root)  # the default: the bank's prompt alone
     phrases = {"front": "facing the camera", "side": "seen from the side", "back": "seen from behind"}
-    for prompt, kp in zip(labels["prompt"], array_column(labels, "keypoints3d_cam", (17, 3))):
-        view = body_view(kp)
-        assert phrases[view] in prompt and sum(p in prompt for p in phrases.values()) == 1
-    off = PoseSamplingResource(samples_per_shard=8, width=128, height=128, prompt_view=False)  # ci's, no view
-    assert _materialize(tmp_path, pose_sampling=off).success
-    plain = _labels(tmp_path)
     assert not any(p in text for text in plain["prompt"] for p in phrases.values())
-    assert plain["keypoints2d"].to_list() == labels["keypoints2d"].to_list()  # only the prompts differ
+    on = PoseSamplingResource(samples_per_shard=8, width=128, height=128, prompt_view=True)  # ci's, with the view
+    assert _materialize(tmp_path, pose_sampling=on).success
+    labels = _labels(tmp_path)
+    views = [body_view(kp) for kp in array_column(labels, "keypoints3d_cam", (17, 3))]
+    for prompt, view, before in zip(labels["prompt"], views, plain["prompt"]):
+        assert prompt.replace(f" {phrases[view]}", "", 1) == before
+    assert labels["keypoints2d"].to_list() == plain["keypoints2d"].to_list()  # only the prompts differ
 
 
 def test_visible_keypoints_lie_on_the_rendered_mask(pool_run):

@@ -31,8 +31,9 @@ class PoseSamplingResource(dg.ConfigurableResource):
     frames_per_sequence: int = Field(default=15, ge=1, description="AMASS frames sampled per sequence")
     prompt_bank_path: str | None = Field(default=None, description="YAML/JSON prompt bank; None = packaged")
     prompt_view: bool = Field(
-        default=True, description="prompts state the body's view from the label ('facing the camera', "
-                                  "'seen from the side', 'seen from behind'); false: the bank's prompt alone")
+        default=False, description="prompts state the body's view from the label ('facing the camera', "
+                                   "'seen from the side', 'seen from behind'), for text encoders that know "
+                                   "those words; false: the bank's prompt alone")
     controls: list[str] = Field(default=list(ALL_CONTROLS), description=f"subset of {ALL_CONTROLS}")
     draw_from_mined: bool = Field(
         default=True, description="rounds r1+ draw poses, shapes and cameras from mined_hard_set[r-1] "

@@ -44,7 +44,7 @@ class PosePoolSettings:
     frames_per_sequence: int = 15
     prompt_bank_path: str | None = None
     # prompts state the body's view (front/side/back) from the label: models left to guess draw faces
-    prompt_view: bool = True
+    prompt_view: bool = False
     # rounds r >= 1: the mined set (of the previous round) that poses, shapes and cameras
     # are drawn from instead of the pose source (pd_assets/mining/mined_set.py)
     mined: MinedSet | None = None
