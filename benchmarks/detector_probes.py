@@ -11,7 +11,7 @@ benchmark partition of `bench_control_adapter.py` (default: the validation shard
 - pca: the render images through a patch-PCA autoencoder of that factor and channel count.
 - mirror: of a generated partition's genuine detections, how many match the label's
   left/right mirror better than the label (the detector guessed the facing wrong), by
-  which way the label faces (towards the camera, sideways, away).
+  the label's view (front, side, back; `pd_assets/poses/view.py`).
 - swap: a generated partition with its background or its body (the label's silhouette)
   replaced by the render backend's, or by flat grey: which of the two costs the detections
   and which the OKS.

@@ -272,7 +272,7 @@ def test_channel_weights_reach_the_loss_and_are_recorded(tmp_path, monkeypatch):
     assert res0.stages["denoiser"].losses != res.stages["denoiser"].losses
 
 
-def foreground_loss_weights(controls, latent_hw, weight, chunk=512):
+def _foreground_loss_weights(controls, latent_hw, weight, chunk=512):
     from pd_assets.generation.adapter_training import spatial_loss_weights
 
     return spatial_loss_weights(controls, None, latent_hw, foreground_weight=weight, chunk=chunk)
@@ -293,7 +293,7 @@ def test_foreground_loss_weights_by_hand():
     body = np.zeros((2, 4, 4, 3), np.uint8)
     body[0, :2, :2, 1] = 5  # sample 0: the top-left latent cell is all body
     body[1, 0, 0, 0] = 1    # sample 1: one pixel of the top-left cell's four
-    w = foreground_loss_weights({"pncc": body}, (2, 2), 3.0)
+    w = _foreground_loss_weights({"pncc": body}, (2, 2), 3.0)
     assert w.shape == (2, 1, 2, 2)
     # sample 0: cells (3, 1, 1, 1), mean 1.5 -> (2, 2/3, 2/3, 2/3)
     assert torch.allclose(w[0, 0], torch.tensor([[2.0, 2 / 3], [2 / 3, 2 / 3]]))
@@ -302,17 +302,17 @@ def test_foreground_loss_weights_by_hand():
     # a second control's body counts too (the union of what the controls draw)
     other = np.zeros_like(body)
     other[0, 2:, 2:, 2] = 9
-    both = foreground_loss_weights({"pncc": body, "depth": other}, (2, 2), 3.0)
+    both = _foreground_loss_weights({"pncc": body, "depth": other}, (2, 2), 3.0)
     assert torch.allclose(both[0, 0], torch.tensor([[1.5, 0.5], [0.5, 1.5]]))
     # chunks give the same maps
-    assert torch.equal(foreground_loss_weights({"pncc": body}, (2, 2), 3.0, chunk=1), w)
-    assert foreground_loss_weights({"pncc": body}, (2, 2), 1.0) is None
+    assert torch.equal(_foreground_loss_weights({"pncc": body}, (2, 2), 3.0, chunk=1), w)
+    assert _foreground_loss_weights({"pncc": body}, (2, 2), 1.0) is None
     with pytest.raises(ValueError, match="foreground_loss_weight=0.5 must be a finite number >= 1"):
-        foreground_loss_weights({"pncc": body}, (2, 2), 0.5)
+        _foreground_loss_weights({"pncc": body}, (2, 2), 0.5)
     with pytest.raises(ValueError, match="foreground_loss_weight=nan"):
-        foreground_loss_weights({"pncc": body}, (2, 2), float("nan"))
+        _foreground_loss_weights({"pncc": body}, (2, 2), float("nan"))
     with pytest.raises(ValueError, match="4x4 do not divide into latent cells of 3x3"):
-        foreground_loss_weights({"pncc": body}, (3, 3), 2.0)
+        _foreground_loss_weights({"pncc": body}, (3, 3), 2.0)
 
 
 def _face_at(x, y, nose_to_shoulders=10.0):

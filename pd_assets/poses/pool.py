@@ -43,7 +43,7 @@ class PosePoolSettings:
     pose_source_paths: tuple[str, ...] = ()
     frames_per_sequence: int = 15
     prompt_bank_path: str | None = None
-    # prompts state the body's view (front/side/back) from the label: models left to guess draw faces
+    # prompts state the body's view (front/side/back) from the label, for text encoders that know the words
     prompt_view: bool = False
     # rounds r >= 1: the mined set (of the previous round) that poses, shapes and cameras
     # are drawn from instead of the pose source (pd_assets/mining/mined_set.py)

@@ -1,8 +1,9 @@
 """Which way a body faces the camera, from its label's camera-frame 3D keypoints.
 
-Diffusion models draw front views by default: told nothing, they give a back view a face and
-the pose detector then reads it left/right mirrored (the control adapter's back views were 17
-of 20 mirrored, README). `body_view` names the view so the prompt can state it.
+A back view drawn like a front view is read left/right mirrored by the pose detector (17 of
+the 20 detected back views of the control adapter's run 9, README). `body_view` names the
+view so a prompt can state it (`pose_sampling.prompt_view`) and probes can break results
+down by it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import numpy as np
 # COCO-17 indices
 _L_SHOULDER, _R_SHOULDER, _L_HIP, _R_HIP = 5, 6, 11, 12
 
-VIEWS = ("front", "side", "back")
 # |facing| below this is a side view: the torso turned more than ~73 degrees from the camera axis
 SIDE_BAND = 0.3
 
