@@ -16,7 +16,7 @@ warnings.filterwarnings("ignore")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def resources(root: Path, per_shard: int, size: int, prompt_view: bool = False) -> dict:
+def resources(root: Path, per_shard: int, size: int, prompt_view: bool = False, hair: bool = True) -> dict:
     from resources.generator import GeneratorResource
     from resources.pose_sampling import PoseSamplingResource
     from resources.profiles import resources_for_profile
@@ -24,12 +24,14 @@ def resources(root: Path, per_shard: int, size: int, prompt_view: bool = False) 
     res = resources_for_profile("local")
     res["dataset_store"] = type(res["dataset_store"])(root=str(root))
     res["pose_sampling"] = PoseSamplingResource(samples_per_shard=per_shard, width=size, height=size,
-                                                controls=["pncc", "shaded", "mask"], prompt_view=prompt_view)
+                                                controls=["pncc", "shaded", "mask"], prompt_view=prompt_view,
+                                                hair=hair)
     res["generator"] = GeneratorResource(backend="render")
     return res
 
 
-def materialise(root: Path, partitions: list[str], per_shard: int, size: int, prompt_view: bool = False) -> None:
+def materialise(root: Path, partitions: list[str], per_shard: int, size: int, prompt_view: bool = False,
+                hair: bool = True) -> None:
     import dagster as dg
 
     from pd_assets.generation.assets import GENERATION_ASSETS
@@ -41,7 +43,7 @@ def materialise(root: Path, partitions: list[str], per_shard: int, size: int, pr
             continue
         t = time.perf_counter()
         dg.materialize([*POSES_ASSETS, *GENERATION_ASSETS], partition_key=key,
-                       resources=resources(root, per_shard, size, prompt_view))
+                       resources=resources(root, per_shard, size, prompt_view, hair))
         print(f"{key}: {per_shard} pairs in {time.perf_counter() - t:.1f} s", flush=True)
 
 
@@ -79,10 +81,12 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=64)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--prompt-view", action="store_true", help="prompts state the body's view (pose_sampling.prompt_view)")
+    ap.add_argument("--no-hair", action="store_true", help="bald heads (pose_sampling.hair false): the data of runs 1-15")
     args = ap.parse_args()
-    materialise(args.root, [f"r0|s{i:04d}" for i in range(args.shards)], args.per_shard, args.size, args.prompt_view)
+    materialise(args.root, [f"r0|s{i:04d}" for i in range(args.shards)], args.per_shard, args.size, args.prompt_view,
+                not args.no_hair)
     materialise(args.root, [heldout_partition(args.shards), validation_partition(args.shards)], args.heldout, args.size,
-                args.prompt_view)
+                args.prompt_view, not args.no_hair)
 
 
 if __name__ == "__main__":

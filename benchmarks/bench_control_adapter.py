@@ -80,6 +80,8 @@ def main() -> int:
     ap.add_argument("--prompt-view", action="store_true",
                     help="the data's prompts state the body's view (pose_sampling.prompt_view; give a --root of its own: "
                          "materialised partitions are reused as they are)")
+    ap.add_argument("--no-hair", action="store_true",
+                    help="bald heads (pose_sampling.hair false), the data of runs 1-15; give a --root of its own")
     ap.add_argument("--extra-test-shards", type=int, default=2,
                     help="also score the final model, with the same sampling, on this many further unseen "
                          "shards (after the validation shard), and pooled with the test shard")
@@ -102,9 +104,9 @@ def main() -> int:
     os.environ.setdefault("PD_NUM_SHARDS", str(max(16, args.shards + 2)))
     train_keys = [f"r0|s{i:04d}" for i in range(args.shards)]
     test, val = adapter_data.heldout_partition(args.shards), adapter_data.validation_partition(args.shards)
-    adapter_data.materialise(args.root, train_keys, args.per_shard, 128, args.prompt_view)
+    adapter_data.materialise(args.root, train_keys, args.per_shard, 128, args.prompt_view, not args.no_hair)
     extra_tests = adapter_data.extra_test_partitions(args.shards, args.extra_test_shards)
-    adapter_data.materialise(args.root, [test, val, *extra_tests], 64, 128, args.prompt_view)
+    adapter_data.materialise(args.root, [test, val, *extra_tests], 64, 128, args.prompt_view, not args.no_hair)
 
     def dirs(key: str) -> tuple[Path, Path, str, str]:
         rnd, shard = key.split("|")

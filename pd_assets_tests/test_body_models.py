@@ -414,3 +414,20 @@ def test_smplx_unwritable_cache_falls_back_to_scratch(tmp_path, monkeypatch, smp
     m = SmplxBodyModel(write_synthetic_smplx_model(tmp_path / "model", with_metadata=True))
     p = random_params(m, 1, seed=2)
     np.testing.assert_array_equal(m.forward(p).vertices, smplx_model.forward(p).vertices)
+
+
+def test_anny_hair_covers_the_back_of_the_head_and_leaves_the_face_bare(anny_model):
+    from pd_assets.poses.pool import canonical_a_pose
+    from pd_assets.poses.render import hair_vertices
+
+    canonical = anny_model.forward(BodyParams(
+        global_orient=np.zeros((1, 3)), body_pose=canonical_a_pose()[None],
+        shape=anny_model.neutral_shape()[None], transl=np.zeros((1, 3)))).vertices[0]
+    hair = hair_vertices(canonical, anny_model.vertex_parts)
+    head = np.flatnonzero(anny_model.vertex_parts == BODY_PARTS.index("head"))
+    assert not hair[np.setdiff1d(np.arange(len(hair)), head)].any()
+    # The SMPL frame faces +z: the nose tip is the head's most forward vertex.
+    assert not hair[head[np.argmax(canonical[head, 2])]]
+    assert hair[head[np.argmax(canonical[head, 1])]]  # the crown
+    assert hair[head[np.argmin(canonical[head, 2])]]  # the back of the skull
+    assert 0.15 < hair[head].mean() < 0.5  # the head part includes the neck and the face

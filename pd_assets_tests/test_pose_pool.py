@@ -24,6 +24,7 @@ from pd_assets.poses.checks import (
 )
 from pd_assets.poses.labels import array_column
 from pd_assets.poses.view import body_view
+from pd_assets.skeleton import BODY_PARTS
 from pd_assets.storage import COMPLETE_MARKER
 from pd_assets_tests.helpers import ci_resources
 from resources.body_model import BodyModelResource
@@ -90,6 +91,26 @@ def test_prompts_state_the_view_of_their_own_label_when_asked(pool_run, tmp_path
     for prompt, view, before in zip(labels["prompt"], views, plain["prompt"]):
         assert prompt.replace(f" {phrases[view]}", "", 1) == before
     assert labels["keypoints2d"].to_list() == plain["keypoints2d"].to_list()  # only the prompts differ
+
+
+def test_hair_changes_only_the_shaded_heads(pool_run, tmp_path):
+    root, _ = pool_run  # the default: hair on
+    bald = PoseSamplingResource(samples_per_shard=8, width=128, height=128, hair=False)  # ci's, no hair
+    assert _materialize(tmp_path, pose_sampling=bald).success
+    with_hair, without = (r / "pose_pool" / "r0" / "s0001" for r in (root, tmp_path))
+    assert _labels(tmp_path).equals(_labels(root))
+    head = BODY_PARTS.index("head")
+    heads_changed = 0
+    for path in sorted((with_hair / "controls").glob("*/*.png")):
+        other = without / path.relative_to(with_hair)
+        if path.parent.name != "shaded":
+            assert path.read_bytes() == other.read_bytes(), path
+            continue
+        diff = (np.asarray(Image.open(path)) != np.asarray(Image.open(other))).any(axis=-1)
+        parts = np.asarray(Image.open(with_hair / "controls" / "parts" / path.name))
+        assert not diff[parts != head].any(), path  # hair lies on the head and nowhere else
+        heads_changed += bool(diff.any())
+    assert heads_changed >= 4  # 8 samples: most show some of the back of the head or the crown
 
 
 def test_visible_keypoints_lie_on_the_rendered_mask(pool_run):

@@ -11,7 +11,7 @@ from pd_assets.poses.control_maps import (
     keypoint_visibility,
 )
 from pd_assets.poses.render import (
-    Renderer, RenderError, ShadingParams, pncc_colors, sample_shading,
+    Renderer, RenderError, ShadingParams, hair_vertices, pncc_colors, sample_shading,
 )
 from pd_assets.skeleton import BODY_PARTS, COCO17_LIMBS
 
@@ -199,6 +199,77 @@ def test_shaded_uses_part_albedo_and_mask_alpha():
     assert params.part_albedo().shape == (len(BODY_PARTS), 3)
 
 
+HEAD, TORSO = BODY_PARTS.index("head"), BODY_PARTS.index("torso")
+
+
+def test_hair_covers_the_crown_and_the_back_of_the_skull_not_the_face_or_neck():
+    # A head box in the SMPL frame (y up, facing +z): y 0..1, z 0..1, plus a torso vertex
+    # above it that must never be hair whatever its position.
+    pts = np.array([
+        [0.0, 0.90, 0.90],  # crown, front: up 0.90 > 0.78
+        [0.0, 0.50, 0.20],  # back of the skull: up 0.5 > 0.3, forward 0.2 < 0.55
+        [0.0, 0.50, 0.90],  # the face: forward 0.9
+        [0.0, 0.10, 0.10],  # the nape below the hairline (the neck): up 0.1
+        [0.0, 0.0, 0.0], [0.0, 1.0, 1.0],  # the head's extent
+        [0.0, 0.95, 0.10],  # torso
+    ])
+    parts = np.array([HEAD] * 6 + [TORSO])
+    np.testing.assert_array_equal(hair_vertices(pts, parts),
+                                  [True, True, False, False, False, True, False])
+    # Fractions of the head's own extent: scaling and moving the mesh changes nothing.
+    np.testing.assert_array_equal(hair_vertices(pts * 3.0 + 5.0, parts), hair_vertices(pts, parts))
+    assert not hair_vertices(pts, np.full(7, TORSO)).any()  # no head, no hair
+    with pytest.raises(ValueError, match="canonical_vertices"):
+        hair_vertices(pts, parts[:3])
+    with pytest.raises(ValueError, match="canonical_vertices"):
+        hair_vertices(np.full((7, 3), np.nan), parts)
+
+
+def _head_quad_render(hair: np.ndarray, **shading_kw):
+    verts, faces = quad(angle=0.0)
+    shading = ShadingParams(skin_rgb=(0.8, 0.6, 0.4), top_rgb=(0.2, 0.4, 0.6),
+                            bottom_rgb=(0.1, 0.1, 0.1), shoe_rgb=(0.0, 0.0, 0.0),
+                            light_dir_cam=np.array([0.0, 0.0, -1.0]), ambient=0.0,
+                            **{"hair_rgb": (0.2, 0.1, 0.05), **shading_kw})
+    with Renderer(W, H, faces, pncc_colors(verts), np.full(4, HEAD), vertex_hair=hair) as r:
+        out = r.render(verts, K, shading)
+    return out
+
+
+def test_hair_vertices_take_the_hair_colour_shaded_like_skin():
+    # Full Lambert onto a plane facing the light: the colour is the albedo itself.
+    out = _head_quad_render(np.ones(4, bool))
+    np.testing.assert_allclose(out.shaded[out.mask][:, :3], np.tile([51, 26, 13], (out.mask.sum(), 1)),
+                               atol=2)
+    bald = _head_quad_render(np.ones(4, bool), hair_rgb=None)
+    np.testing.assert_allclose(bald.shaded[bald.mask][:, :3], np.tile([204, 153, 102], (
+        bald.mask.sum(), 1)), atol=2)
+    hooded = _head_quad_render(np.ones(4, bool), skin_parts=("left_hand",))  # head not bare
+    np.testing.assert_allclose(hooded.shaded[hooded.mask][:, :3], np.tile([51, 102, 153], (
+        hooded.mask.sum(), 1)), atol=2)
+    # Hair on the left corners (x < 0) only: the hairline is the quad's vertical midline.
+    verts, _ = quad(angle=0.0)
+    half = _head_quad_render(verts[:, 0] < 0)
+    centre_u = project(np.array([[0.0, 0.0, 2.0]]))[0, 0]
+    u = pixel_centres()[..., 0]
+    hair_px = half.mask & (u < centre_u - 1.5)
+    skin_px = half.mask & (u > centre_u + 1.5)
+    assert hair_px.sum() > 100 and skin_px.sum() > 100
+    np.testing.assert_allclose(half.shaded[hair_px][:, :3], np.tile([51, 26, 13], (hair_px.sum(), 1)), atol=2)
+    np.testing.assert_allclose(half.shaded[skin_px][:, :3], np.tile([204, 153, 102], (skin_px.sum(), 1)), atol=2)
+    # Hair is shading only: every other map is what a hairless render gives.
+    bare = _head_quad_render(np.zeros(4, bool))
+    for name in ("pncc", "normals", "parts", "depth", "mask"):
+        np.testing.assert_array_equal(getattr(half, name), getattr(bare, name))
+
+
+def test_sampled_hair_is_a_natural_colour():
+    colours = np.array([sample_shading(np.random.default_rng(s)).hair_rgb for s in range(200)])
+    assert colours.shape == (200, 3) and (colours >= 0).all() and (colours <= 1).all()
+    # Mostly dark: black and brown make up 80 % of the draws.
+    assert 0.6 < (colours.mean(axis=1) < 0.3).mean() < 0.95
+
+
 def test_renderer_rejects_bad_inputs():
     verts, faces = quad()
     r = make_renderer(verts, faces)
@@ -211,6 +282,8 @@ def test_renderer_rejects_bad_inputs():
         r.render(verts, K)
     with pytest.raises(ValueError, match="vertex_parts"):
         Renderer(W, H, faces, np.zeros((4, 3)), np.array([0, 1, 2, 99]))
+    with pytest.raises(ValueError, match="vertex_hair"):
+        Renderer(W, H, faces, np.zeros((4, 3)), np.ones(4, int), vertex_hair=np.ones(3, bool))
 
 
 def test_missing_egl_names_the_packages(monkeypatch):

@@ -34,6 +34,10 @@ class PoseSamplingResource(dg.ConfigurableResource):
         default=False, description="prompts state the body's view from the label ('facing the camera', "
                                    "'seen from the side', 'seen from behind'), for text encoders that know "
                                    "those words; false: the bank's prompt alone")
+    hair: bool = Field(
+        default=True, description="the shaded map (and the render backend's images) draw hair on the back "
+                                  "of the head and the crown, the cue that tells a back view from a front "
+                                  "view; false: bald heads, as before hair existed")
     controls: list[str] = Field(default=list(ALL_CONTROLS), description=f"subset of {ALL_CONTROLS}")
     draw_from_mined: bool = Field(
         default=True, description="rounds r1+ draw poses, shapes and cameras from mined_hard_set[r-1] "

@@ -35,7 +35,7 @@ def settings_from(resource: PoseSamplingResource) -> PosePoolSettings:
         controls=resource.validated_controls(), family_weights=resource.family_weights,
         pose_source=resource.pose_source, pose_source_paths=tuple(resource.pose_source_paths),
         frames_per_sequence=resource.frames_per_sequence, prompt_bank_path=resource.prompt_bank_path,
-        prompt_view=resource.prompt_view,
+        prompt_view=resource.prompt_view, hair=resource.hair,
     )
 
 

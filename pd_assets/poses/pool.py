@@ -26,7 +26,7 @@ from pd_assets.poses.cameras import CameraConfig, project_points, sample_camera
 from pd_assets.poses.labels import bbox_from_mask, flat, to_camera, write_labels
 from pd_assets.poses.pose_sampler import sample_pose
 from pd_assets.poses.pose_sources import PoseRecord, load_pose_records
-from pd_assets.poses.render import Renderer, RenderOutput, pncc_colors, sample_shading
+from pd_assets.poses.render import Renderer, RenderOutput, hair_vertices, pncc_colors, sample_shading
 from pd_assets.poses.view import body_view
 from pd_assets.previews import contact_sheet, draw_keypoints, to_rgb_image
 from pd_assets.seeding import derive_seed, rng_for
@@ -45,6 +45,9 @@ class PosePoolSettings:
     prompt_bank_path: str | None = None
     # prompts state the body's view (front/side/back) from the label, for text encoders that know the words
     prompt_view: bool = False
+    # the shaded map draws hair on the back of the head and the crown (False: a bald head,
+    # the shaded maps of runs before hair existed, byte for byte)
+    hair: bool = True
     # rounds r >= 1: the mined set (of the previous round) that poses, shapes and cameras
     # are drawn from instead of the pose source (pd_assets/mining/mined_set.py)
     mined: MinedSet | None = None
@@ -87,15 +90,16 @@ FRAMING_STRIDE = 4
 _RENDERERS: dict[tuple, tuple[Renderer, np.ndarray]] = {}
 
 
-def renderer_for(model: BodyModel, width: int, height: int) -> Renderer:
-    """One renderer per (body model, size) per process: the GL context and buffers are reused."""
-    key = (model.name, model.content_hash, width, height)
+def renderer_for(model: BodyModel, width: int, height: int, hair: bool = True) -> Renderer:
+    """One renderer per (body model, size, hair) per process: the GL context and buffers are reused."""
+    key = (model.name, model.content_hash, width, height, hair)
     if key not in _RENDERERS:
         canonical = model.forward(BodyParams(
             global_orient=np.zeros((1, 3)), body_pose=canonical_a_pose()[None],
             shape=model.neutral_shape()[None], transl=np.zeros((1, 3)),
         )).vertices[0]
-        renderer = Renderer(width, height, model.faces, pncc_colors(canonical), model.vertex_parts)
+        renderer = Renderer(width, height, model.faces, pncc_colors(canonical), model.vertex_parts,
+                            vertex_hair=hair_vertices(canonical, model.vertex_parts) if hair else None)
         _RENDERERS[key] = (renderer, canonical)
     return _RENDERERS[key][0]
 
@@ -176,7 +180,7 @@ def build_pose_pool(settings: PosePoolSettings, model: BodyModel, out_dir: Path,
     if settings.mined is not None:
         settings.mined.check_compatible(model.name, model.content_hash, width, height)
     bank = load_prompt_bank(settings.prompt_bank_path)
-    renderer = renderer_for(model, width, height)
+    renderer = renderer_for(model, width, height, hair=settings.hair)
     rows, preview_rows, families, framings, rejections = [], [], Counter(), Counter(), 0
     pending = []
     with ThreadPoolExecutor(max_workers=2) as writer:

@@ -6,7 +6,7 @@ attachments (MRT), then one readback each:
 
     0  RGBA8  pncc.rgb, alpha = part index / 255 (exact in UNORM8)
     1  RGBA8  encoded camera-frame normal (n + 1) / 2, alpha = 1
-    2  RGBA8  shaded body, alpha = 1
+    2  RGBA8  shaded body (hair on the head vertices `hair_vertices` marks), alpha = 1
     3  R32F   camera z in metres (perspective-correct, so exact on planar triangles)
 
 Cleared to zero, so background is 0 everywhere. No MSAA: the maps are labels.
@@ -84,6 +84,13 @@ class ShadingParams:
     light_dir_cam: np.ndarray
     ambient: float = 0.35
     skin_parts: tuple[str, ...] = field(default=DEFAULT_SKIN_PARTS)
+    hair_rgb: tuple[float, float, float] | None = None  # None: a bald head, all skin
+
+    def hair_albedo(self) -> tuple[float, float, float] | None:
+        """The hair colour, or None when the head is bald or not bare (a hood covers it)."""
+        if self.hair_rgb is None or "head" not in self.skin_parts:
+            return None
+        return _as_rgb("hair_rgb", self.hair_rgb)
 
     def part_albedo(self) -> np.ndarray:
         """(NUM_PARTS, 3) float32 albedo per BODY_PARTS index (background black)."""
@@ -107,8 +114,16 @@ def _clothing_rgb(rng: np.random.Generator, max_value: float = 0.95) -> tuple[fl
                                rng.uniform(0.2, max_value))
 
 
+# Natural hair colours (sRGB) and how often they are drawn: black and browns dominate.
+_HAIR_COLOURS = np.array([
+    (0.09, 0.07, 0.06), (0.22, 0.15, 0.10), (0.40, 0.27, 0.17), (0.76, 0.63, 0.42),
+    (0.52, 0.24, 0.12), (0.62, 0.61, 0.58),
+], dtype=np.float64)
+_HAIR_WEIGHTS = np.array([0.35, 0.30, 0.15, 0.10, 0.05, 0.05])
+
+
 def sample_shading(rng: np.random.Generator) -> ShadingParams:
-    """Skin tone across the whole Monk scale, random clothing, a light from the front half."""
+    """Skin tone across the whole Monk scale, random clothing and hair, a light from the front half."""
     pos = rng.uniform(0.0, len(_MONK_SKIN_TONES) - 1)
     lo = int(np.floor(pos))
     hi = min(lo + 1, len(_MONK_SKIN_TONES) - 1)
@@ -125,6 +140,10 @@ def sample_shading(rng: np.random.Generator) -> ShadingParams:
         shoe_rgb=_clothing_rgb(rng, max_value=0.6),
         light_dir_cam=light,
         ambient=float(rng.uniform(0.25, 0.5)),
+        # drawn last, so every other draw is what it was before hair existed
+        hair_rgb=tuple(float(c) for c in np.clip(
+            _HAIR_COLOURS[rng.choice(len(_HAIR_COLOURS), p=_HAIR_WEIGHTS)]
+            * rng.uniform(0.9, 1.1, size=3), 0.0, 1.0)),
     )
 
 
@@ -143,6 +162,32 @@ def pncc_colors(canonical_vertices: np.ndarray) -> np.ndarray:
     safe = np.where(span > 0, span, 1.0)
     out = np.where(span > 0, (v - lo) / safe, 0.5)
     return out.astype(np.float32)
+
+
+def hair_vertices(canonical_vertices: np.ndarray, vertex_parts: np.ndarray) -> np.ndarray:
+    """Head vertices a short haircut covers: the back of the skull and the crown.
+
+    Hair is what tells a head seen from behind from one facing the camera (the face is
+    skin, the back of the head is not), in photos and for pose detectors trained on them.
+    `canonical_vertices` (V, 3) is the canonical mesh in the SMPL body frame (y up, facing
+    +z); fractions are of the head part's own extent, so any body model's head works:
+    the crown is its top 22 %, the back of the skull its rear 55 % above the lowest 30 %
+    (the neck). Returns bool (V,).
+    """
+    v = np.asarray(canonical_vertices, dtype=np.float64)
+    parts = np.asarray(vertex_parts)
+    if v.ndim != 2 or v.shape[1] != 3 or parts.shape != (len(v),) or not np.isfinite(v).all():
+        raise ValueError(f"canonical_vertices must be a finite (V, 3) array and vertex_parts "
+                         f"(V,), got {v.shape} and {parts.shape}")
+    head = parts == BODY_PARTS.index("head")
+    hair = np.zeros(len(v), bool)
+    if head.sum() < 4:
+        return hair
+    lo, hi = v[head].min(axis=0), v[head].max(axis=0)
+    rel = (v - lo) / np.where(hi > lo, hi - lo, 1.0)
+    up, forward = rel[:, 1], rel[:, 2]
+    hair[head] = (up[head] > 0.78) | ((up[head] > 0.30) & (forward[head] < 0.55))
+    return hair
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -175,10 +220,10 @@ def projection_matrix(K: np.ndarray, width: int, height: int,
 _VERTEX_SHADER = """
 #version 330
 uniform mat4 P;
-in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_part;
-out vec3 v_pos; out vec3 v_normal; out vec3 v_color; flat out float v_part;
+in vec3 in_pos; in vec3 in_normal; in vec3 in_color; in float in_part; in float in_hair;
+out vec3 v_pos; out vec3 v_normal; out vec3 v_color; flat out float v_part; out float v_hair;
 void main() {
-    v_pos = in_pos; v_normal = in_normal; v_color = in_color; v_part = in_part;
+    v_pos = in_pos; v_normal = in_normal; v_color = in_color; v_part = in_part; v_hair = in_hair;
     gl_Position = P * vec4(in_pos, 1.0);
 }
 """
@@ -188,7 +233,9 @@ _FRAGMENT_SHADER = """
 uniform vec3 albedo[%d];
 uniform vec3 light_dir;
 uniform float ambient;
-in vec3 v_pos; in vec3 v_normal; in vec3 v_color; flat in float v_part;
+uniform vec3 hair_rgb;
+uniform float hair_on;
+in vec3 v_pos; in vec3 v_normal; in vec3 v_color; flat in float v_part; in float v_hair;
 layout(location = 0) out vec4 o_pncc;
 layout(location = 1) out vec4 o_normal;
 layout(location = 2) out vec4 o_shaded;
@@ -217,10 +264,13 @@ void main() {
     float light = ambient + (1.0 - ambient) * max(dot(n, light_dir), 0.0);
     o_pncc = vec4(v_color, v_part / 255.0);
     o_normal = vec4(0.5 * n + 0.5, 1.0);
-    o_shaded = vec4(clamp(albedo[part] * light, 0.0, 1.0), 1.0);
+    // The hairline is where the interpolated hair flag crosses 0.5, inside the head's triangles.
+    vec3 base = (hair_on > 0.5 && part == 1 && v_hair > 0.5) ? hair_rgb : albedo[part];
+    o_shaded = vec4(clamp(base * light, 0.0, 1.0), 1.0);
     o_z = v_pos.z;
 }
 """ % NUM_PARTS
+assert BODY_PARTS.index("head") == 1  # the fragment shader's `part == 1`
 
 _PNCC_VERTEX_SHADER = """#version 330
 uniform mat4 P; in vec3 in_pos; in vec3 in_color; out vec3 v_color;
@@ -263,7 +313,8 @@ class Renderer:
     """Renders one mesh topology at a fixed size; reuse it for every sample."""
 
     def __init__(self, width: int, height: int, faces: np.ndarray, vertex_colors: np.ndarray,
-                 vertex_parts: np.ndarray, near: float = 0.05, far: float = 100.0):
+                 vertex_parts: np.ndarray, near: float = 0.05, far: float = 100.0,
+                 vertex_hair: np.ndarray | None = None):
         if width <= 0 or height <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
         if not 0 < near < far:
@@ -284,22 +335,25 @@ class Renderer:
                              f" got range {parts.min()}..{parts.max()}")
         if faces.min() < 0 or faces.max() >= n_verts:
             raise ValueError(f"faces index vertices 0..{faces.max()} but there are {n_verts}")
+        hair = np.zeros(n_verts, bool) if vertex_hair is None else np.asarray(vertex_hair)
+        if hair.shape != (n_verts,):
+            raise ValueError(f"vertex_hair must be ({n_verts},) like vertex_colors, got {hair.shape}")
         self.width, self.height, self.near, self.far = int(width), int(height), near, far
         self.faces = np.ascontiguousarray(faces, dtype=np.int32)
         self.num_vertices = n_verts
         ctx = self.ctx = shared_context()
         try:
-            self._build(ctx, colors, parts)
+            self._build(ctx, colors, parts, hair.astype(bool))
         except RenderError:
             raise
         except Exception as exc:
             raise RenderError(f"building GL resources for {width}x{height} failed ({exc}): "
                               f"{_EGL_HINT}") from exc
 
-    def _build(self, ctx, colors: np.ndarray, parts: np.ndarray) -> None:
+    def _build(self, ctx, colors: np.ndarray, parts: np.ndarray, hair: np.ndarray) -> None:
         size = (self.width, self.height)
-        static = np.concatenate([np.clip(colors, 0, 1), parts[:, None].astype(np.float32)],
-                                axis=1)
+        static = np.concatenate([np.clip(colors, 0, 1), parts[:, None].astype(np.float32),
+                                 hair[:, None].astype(np.float32)], axis=1)
         self._static = ctx.buffer(np.ascontiguousarray(static, dtype=np.float32).tobytes())
         self._pos = ctx.buffer(reserve=self.num_vertices * 12, dynamic=True)
         self._nrm = ctx.buffer(reserve=self.num_vertices * 12, dynamic=True)
@@ -309,7 +363,7 @@ class Renderer:
         self._vao = ctx.vertex_array(
             self._prog,
             [(self._pos, "3f", "in_pos"), (self._nrm, "3f", "in_normal"),
-             (self._static, "3f 1f", "in_color", "in_part")],
+             (self._static, "3f 1f 1f", "in_color", "in_part", "in_hair")],
             index_buffer=self._index, index_element_size=4)
         self._targets = [ctx.renderbuffer(size, 4, dtype="f1") for _ in range(3)]
         self._targets.append(ctx.renderbuffer(size, 1, dtype="f4"))
@@ -320,7 +374,7 @@ class Renderer:
                                       fragment_shader=_PNCC_FRAGMENT_SHADER)
         self._pncc_vao = ctx.vertex_array(
             self._pncc_prog, [(self._pos, "3f", "in_pos"),
-                              (self._static, "3f 4x", "in_color")],
+                              (self._static, "3f 8x", "in_color")],
             index_buffer=self._index, index_element_size=4)
         self._pncc_rb = ctx.renderbuffer(size, 4, dtype="f1")
         self._pncc_depth = ctx.depth_renderbuffer(size)
@@ -376,6 +430,9 @@ class Renderer:
             self._prog["albedo"].write(shading.part_albedo().tobytes())
             self._prog["light_dir"].value = tuple(light / np.linalg.norm(light))
             self._prog["ambient"].value = float(np.clip(shading.ambient, 0.0, 1.0))
+            hair_rgb = shading.hair_albedo()
+            self._prog["hair_on"].value = 0.0 if hair_rgb is None else 1.0
+            self._prog["hair_rgb"].value = (0.0, 0.0, 0.0) if hair_rgb is None else hair_rgb
         self._prepare(self._fbo)
         self._vao.render()
 
