@@ -265,12 +265,11 @@ void main() {
     o_pncc = vec4(v_color, v_part / 255.0);
     o_normal = vec4(0.5 * n + 0.5, 1.0);
     // The hairline is where the interpolated hair flag crosses 0.5, inside the head's triangles.
-    vec3 base = (hair_on > 0.5 && part == 1 && v_hair > 0.5) ? hair_rgb : albedo[part];
+    vec3 base = (hair_on > 0.5 && part == %d && v_hair > 0.5) ? hair_rgb : albedo[part];
     o_shaded = vec4(clamp(base * light, 0.0, 1.0), 1.0);
     o_z = v_pos.z;
 }
-""" % NUM_PARTS
-assert BODY_PARTS.index("head") == 1  # the fragment shader's `part == 1`
+""" % (NUM_PARTS, BODY_PARTS.index("head"))
 
 _PNCC_VERTEX_SHADER = """#version 330
 uniform mat4 P; in vec3 in_pos; in vec3 in_color; out vec3 v_color;
