@@ -57,6 +57,8 @@ def main() -> int:
     ap.add_argument("--latent-channels", type=int, default=32)
     ap.add_argument("--unet-channels", default="64,128,192", help="denoiser widths, one per level")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--mixed-precision", choices=("no", "bf16"), default="no",
+                    help="bf16 autocast of the denoiser's training steps (on a CPU with bf16 instructions too)")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--min-snr", type=float, default=1.0,
                     help="min-SNR-gamma loss weighting (0: none, every timestep's v-loss weighted 1)")
@@ -192,7 +194,7 @@ def main() -> int:
                                         min_snr_gamma=args.min_snr or None, control_dropout=args.control_dropout,
                                         channel_weight_power=args.channel_weight_power,
                                         foreground_loss_weight=args.foreground_weight,
-                                        head_loss_weight=args.head_weight)
+                                        head_loss_weight=args.head_weight, mixed_precision=args.mixed_precision)
             res = train_adapter(pairs, cfg, work, model_out, log=LOG.info)
             den, ae = res.stages["denoiser"], res.stages["autoencoder"]
             row = {"denoiser_minutes": den.seconds / 60, "total_minutes": (den.seconds + ae.seconds) / 60,

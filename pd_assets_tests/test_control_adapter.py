@@ -153,6 +153,18 @@ def test_unknown_autoencoder_setting_names_the_choices():
     assert ControlAdapterResource(autoencoder="kl").training_config().model.autoencoder == "kl"
 
 
+def test_mixed_precision_setting_resolves_per_device():
+    from resources.control_adapter import ControlAdapterResource
+
+    auto = ControlAdapterResource()
+    assert (auto.precision_for("cpu"), auto.precision_for("cuda"), auto.precision_for("cuda:1")) == ("no", "bf16", "bf16")
+    assert ControlAdapterResource(mixed_precision="bf16").precision_for("cpu") == "bf16"
+    assert ControlAdapterResource(mixed_precision="no").precision_for("cuda") == "no"
+    assert ControlAdapterResource().training_config(auto.precision_for("cuda")).mixed_precision == "bf16"
+    with pytest.raises(ValueError, match=r"control_adapter.mixed_precision='fp16' is not one of auto, bf16, no"):
+        ControlAdapterResource(mixed_precision="fp16").precision_for("cpu")
+
+
 def test_latest_without_a_passed_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(AdapterNotFoundError, match="materialise control_adapter"):
         resolve_adapter("latest", tmp_path)

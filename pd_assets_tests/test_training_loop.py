@@ -100,3 +100,23 @@ def test_bad_settings_are_refused():
         LoopConfig(steps=1, lr=float("nan"))
     with pytest.raises(ValueError, match="mixed_precision"):
         LoopConfig(steps=1, mixed_precision="fp8")
+
+
+@pytest.mark.parametrize("mixed_precision, dtype", [("no", torch.float32), ("bf16", torch.bfloat16)])
+def test_bf16_autocast_runs_on_cpu_and_keeps_fp32_weights(tmp_path, mixed_precision, dtype):
+    """bf16 is autocast on CPU too (it was silently fp32 there): the forward pass runs in the
+    requested dtype, the weights and their update stay fp32, and the loss still falls."""
+    model = _model()
+    seen = []
+
+    def fn(step, micro, gen):
+        idx = torch.randint(0, 64, (8,), generator=gen)
+        out = model(_X[idx])
+        seen.append(out.dtype)
+        return torch.nn.functional.mse_loss(out.float(), _Y[idx]), {}
+
+    cfg = LoopConfig(steps=150, lr=3e-2, warmup_steps=5, checkpoint_every=1000, seed=3, mixed_precision=mixed_precision)
+    result, _ = run_loop({"m": model}, fn, cfg, tmp_path / "ck")
+    assert set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert sum(result.losses[-10:]) / 10 < 0.2 * sum(result.losses[:10]) / 10
