@@ -66,8 +66,8 @@ class ControlAdapterResource(dg.ConfigurableResource):
     checkpoint_every: int = Field(default=200, ge=1)
     mixed_precision: str = Field(
         default="auto",
-        description="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 (on a CPU too: 1.22x per step on one with "
-                    "AVX-512-BF16, README) | no",
+        description="auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 (on a CPU too; time it there with "
+                    "benchmarks/bench_train_step.py: no reliable gain on ours, README run 18) | no",
     )
     seed: int = Field(default=0)
     sample_steps: int = Field(default=8, ge=1, description="denoising steps the generator should use")

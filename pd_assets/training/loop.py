@@ -208,6 +208,6 @@ def _autocast(device: str, mixed_precision: str):
 
     if mixed_precision == "no":
         return contextlib.nullcontext()
-    # bf16 on CPU too: matmuls and convolutions run in bf16 where the CPU has AVX-512-BF16/AMX
-    # (1.22x per denoiser step on this 2-core EPYC, benchmarks/bench_control_adapter.py)
+    # bf16 on CPU too (asked for, not implied): matmuls and convolutions run in bf16; whether that
+    # is faster depends on the CPU (benchmarks/bench_train_step.py; README, run 18)
     return torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
