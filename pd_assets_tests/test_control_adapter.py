@@ -160,7 +160,7 @@ def test_mixed_precision_setting_resolves_per_device():
     assert (auto.precision_for("cpu"), auto.precision_for("cuda"), auto.precision_for("cuda:1")) == ("no", "bf16", "bf16")
     assert ControlAdapterResource(mixed_precision="bf16").precision_for("cpu") == "bf16"
     assert ControlAdapterResource(mixed_precision="no").precision_for("cuda") == "no"
-    assert ControlAdapterResource().training_config(auto.precision_for("cuda")).mixed_precision == "bf16"
+    assert ControlAdapterResource().training_config("cuda").mixed_precision == "bf16"
     with pytest.raises(ValueError, match=r"control_adapter.mixed_precision='fp16' is not one of auto, bf16, no"):
         ControlAdapterResource(mixed_precision="fp16").precision_for("cpu")
 

@@ -91,7 +91,8 @@ class ControlAdapterResource(dg.ConfigurableResource):
             return "bf16" if device.startswith("cuda") else "no"
         return self.mixed_precision
 
-    def training_config(self, mixed_precision: str = "no"):
+    def training_config(self, device: str = "cpu"):
+        """The training settings for a run on `device` (which decides `mixed_precision: auto`)."""
         from pd_assets.generation.adapter_training import AdapterTrainingConfig
         from pd_assets.generation.scratch_model import (
             AUTOENCODERS, ScratchModelConfig, check_control_input, check_image_guidance,
@@ -117,7 +118,7 @@ class ControlAdapterResource(dg.ConfigurableResource):
             channel_weight_power=self.channel_weight_power, foreground_loss_weight=self.foreground_loss_weight,
             head_loss_weight=self.head_loss_weight,
             checkpoint_every=self.checkpoint_every,
-            seed=self.seed, mixed_precision=mixed_precision, sample_steps=self.sample_steps, guidance=self.guidance,
+            seed=self.seed, mixed_precision=self.precision_for(device), sample_steps=self.sample_steps, guidance=self.guidance,
             image_guidance=self.image_guidance, control_dropout=self.control_dropout,
         )
 

@@ -46,7 +46,7 @@ def control_adapter(
     from pd_assets.curation.filters import FilterThresholds
     from pd_assets.generation.adapter_eval import evaluate_generator
 
-    cfg = control_adapter.training_config(control_adapter.precision_for(compute.torch_device()))
+    cfg = control_adapter.training_config(compute.torch_device())
     root = dataset_store.root_path()
     held_round, held_shard = split_key(control_adapter.heldout_partition)
     if control_adapter.pair_source in ("partitions", "render") and control_adapter.heldout_partition in control_adapter.pair_partitions:

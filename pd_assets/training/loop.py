@@ -40,7 +40,7 @@ class LoopConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     seed: int = 0
-    mixed_precision: str = "no"  # no | bf16 (autocast: CUDA, or a CPU with bf16 instructions)
+    mixed_precision: str = "no"  # no | bf16 (autocast, on CUDA or CPU)
     max_seconds: float | None = None  # stop (and checkpoint) once this much training time is spent
 
     def __post_init__(self) -> None:
