@@ -155,3 +155,16 @@ def test_dask_local_cluster_with_gpu_slots_matches_in_process(defs, tmp_path, mo
         assert dask_out["labels"].equals(local_out["labels"]), partition
         assert dask_out["provenance"].equals(local_out["provenance"]), partition
         assert dask_out["images"] == local_out["images"] and len(dask_out["images"]) == 8, partition
+
+
+def test_dask_and_distributed_are_pinned_together_and_installed_so():
+    """dagster-dask leaves dask loose; a fresh resolve once paired dask 2026.11.0 with
+    distributed 2021.4.1, which cannot import (CI, stop 21): both are pinned to one version."""
+    import importlib.metadata
+    import re
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {m["name"]: m["version"] for d in deps if (m := re.fullmatch(r"(?P<name>dask|distributed)==(?P<version>[\w.]+)", d))}
+    assert set(pins) == {"dask", "distributed"} and pins["dask"] == pins["distributed"], deps
+    assert {name: importlib.metadata.version(name) for name in pins} == pins
