@@ -3,7 +3,8 @@
 # make test:  setup, then the test suite
 SHELL := /bin/bash
 PY := .venv/bin/python
-VENV_STAMP := .venv/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+CONSTRAINTS := resources/constraints.txt
+VENV_STAMP := .venv/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-12)
 APT_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri
 export PD_CACHE_DIR ?= $(CURDIR)/.cache
 export ANNY_CACHE_DIR ?= $(PD_CACHE_DIR)/anny
@@ -25,10 +26,10 @@ apt:
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): pyproject.toml
+$(VENV_STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	@rm -f .venv/.installed-*; touch $@
 
 assets: venv

@@ -168,3 +168,23 @@ def test_dask_and_distributed_are_pinned_together_and_installed_so():
     pins = {m["name"]: m["version"] for d in deps if (m := re.fullmatch(r"(?P<name>dask|distributed)==(?P<version>[\w.]+)", d))}
     assert set(pins) == {"dask", "distributed"} and pins["dask"] == pins["distributed"], deps
     assert {name: importlib.metadata.version(name) for name in pins} == pins
+
+
+def test_the_constraints_file_agrees_with_every_exact_pin():
+    """`make setup` installs under resources/constraints.txt; an exact pin in pyproject.toml
+    that the constraints contradict would make every fresh install fail to resolve."""
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    pins = {m[1].lower(): m[2] for d in deps if (m := re.fullmatch(r"([\w.-]+)==([\w.]+)", d.replace(" ", "")))}
+    constraints = {}
+    for line in (root / "resources" / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            constraints[name.lower()] = version
+    assert "torch" in pins and "dask" in pins
+    wrong = {n: (v, constraints[n]) for n, v in pins.items() if n in constraints and constraints[n] != v}
+    assert not wrong, f"pyproject pins vs resources/constraints.txt: {wrong}"
