@@ -57,6 +57,12 @@ def main() -> int:
     ap.add_argument("--latent-channels", type=int, default=32)
     ap.add_argument("--unet-channels", default="64,128,192", help="denoiser widths, one per level")
     ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default="constant",
+                    help="after warm-up; cosine/linear decay to lr x --min-lr-ratio at --steps")
+    ap.add_argument("--min-lr-ratio", type=float, default=0.0)
+    ap.add_argument("--steps", type=int, default=1_000_000,
+                    help="denoiser step limit, and the decay horizon of --lr-schedule (set it to what --minutes buys: "
+                         "the time budget still stops the run)")
     ap.add_argument("--mixed-precision", choices=("no", "bf16"), default="no",
                     help="bf16 autocast of the denoiser's training steps (on a CPU with bf16 instructions too)")
     ap.add_argument("--ema", type=float, default=0.999)
@@ -189,8 +195,9 @@ def main() -> int:
         for minutes in [float(m) for m in args.eval_at.split(",")]:
             minutes = min(minutes, args.minutes) - ae_minutes
             cfg = AdapterTrainingConfig(model=model_cfg,
-                                        ae_steps=100_000, ae_max_seconds=ae_minutes * 60 or None, steps=1_000_000,
-                                        max_seconds=minutes * 60, lr=args.lr, ema_decay=args.ema or None,
+                                        ae_steps=100_000, ae_max_seconds=ae_minutes * 60 or None, steps=args.steps,
+                                        max_seconds=minutes * 60, lr=args.lr, lr_schedule=args.lr_schedule,
+                                        min_lr_ratio=args.min_lr_ratio, ema_decay=args.ema or None,
                                         min_snr_gamma=args.min_snr or None, control_dropout=args.control_dropout,
                                         channel_weight_power=args.channel_weight_power,
                                         foreground_loss_weight=args.foreground_weight,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -163,6 +164,21 @@ def test_mixed_precision_setting_resolves_per_device():
     assert ControlAdapterResource().training_config("cuda").mixed_precision == "bf16"
     with pytest.raises(ValueError, match=r"control_adapter.mixed_precision='fp16' is not one of auto, bf16, no"):
         ControlAdapterResource(mixed_precision="fp16").precision_for("cpu")
+
+
+def test_lr_schedule_reaches_the_denoiser_loop(tmp_path):
+    from pd_assets.generation.adapter_training import train_adapter
+    from resources.control_adapter import ControlAdapterResource
+
+    cfg = ControlAdapterResource(lr_schedule="cosine", min_lr_ratio=0.1).training_config()
+    assert (cfg.lr_schedule, cfg.min_lr_ratio) == ("cosine", 0.1)
+    with pytest.raises(ValueError, match=r"control_adapter.lr_schedule='step' is not one of constant, cosine, linear"):
+        ControlAdapterResource(lr_schedule="step").training_config()
+    pairs = pairs_from_folder(_pair_folder(tmp_path / "pairs", n=4), ("pncc",))
+    tiny = dataclasses.replace(_tiny_training("concat", lr=1e-3, lr_schedule="linear"), steps=3)
+    res = train_adapter(pairs, tiny, tmp_path / "work", tmp_path / "model")
+    # warm-up 1, then linear down to 0 at step 3 (never run): steps 0, 1, 2 at 1, 1 - 0/2, 1 - 1/2 (x lr)
+    assert [row["lr"] for row in res.stages["denoiser"].logs] == pytest.approx([1e-3, 1e-3, 5e-4])
 
 
 def test_latest_without_a_passed_adapter_is_a_clear_error(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pd_assets.training import checkpoints as ckpt
-from pd_assets.training.loop import LoopConfig, run_loop, step_generator
+from pd_assets.training.loop import LoopConfig, run_loop, scheduled_lr, step_generator
 
 # a fixed tiny regression set: y = x @ w_true
 _X = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
@@ -30,7 +30,7 @@ def _loss_fn(model, crash_at: int | None = None):
 
 
 CFG = LoopConfig(steps=40, lr=1e-2, grad_accum=2, max_grad_norm=1.0, warmup_steps=5, ema_decay=0.9,
-                 checkpoint_every=10, log_every=10, seed=3)
+                 checkpoint_every=10, log_every=10, seed=3, lr_schedule="cosine", min_lr_ratio=0.1)
 
 
 def test_loss_falls_on_a_fixed_tiny_set(tmp_path):
@@ -95,7 +95,37 @@ def test_step_generator_depends_only_on_seed_step_micro():
     assert not torch.equal(a, torch.rand(3, generator=step_generator(1, 7, 1)))
 
 
+@pytest.mark.parametrize("schedule, min_ratio, step, expected", [
+    # lr 2, 11 steps, warm-up 1: decay progress (step - 1) / 10
+    ("constant", 0.0, 6, 2.0),
+    ("cosine", 0.0, 1, 2.0),     # progress 0: cos 0 = 1
+    ("cosine", 0.0, 6, 1.0),     # progress 0.5: (1 + cos pi/2) / 2 = 0.5
+    ("cosine", 0.0, 11, 0.0),    # progress 1: (1 + cos pi) / 2 = 0
+    ("cosine", 0.5, 11, 1.0),    # the floor: lr * min_lr_ratio
+    ("linear", 0.1, 6, 1.1),     # 2 * (0.1 + 0.9 * 0.5)
+    ("linear", 0.0, 9, 0.4),     # 2 * (1 - 0.8)
+    ("linear", 0.0, 50, 0.0),    # past the end: stays at the floor
+])
+def test_scheduled_lr_hand_computed(schedule, min_ratio, step, expected):
+    cfg = LoopConfig(steps=11, lr=2.0, warmup_steps=1, lr_schedule=schedule, min_lr_ratio=min_ratio)
+    assert scheduled_lr(cfg, step) == pytest.approx(expected)
+
+
+def test_warm_up_scales_every_schedule_and_the_loop_uses_it(tmp_path):
+    cfg = LoopConfig(steps=12, lr=1.0, warmup_steps=4, lr_schedule="linear", checkpoint_every=100)
+    assert scheduled_lr(cfg, 1) == pytest.approx(0.5)  # warm-up 2/4, decay not started
+    assert scheduled_lr(cfg, 8) == pytest.approx(0.5)  # warmed up, progress (8 - 4) / 8
+    model = _model()
+    result, _ = run_loop({"m": model}, _loss_fn(model), cfg, tmp_path / "ck")
+    assert [row["lr"] for row in result.logs] == [scheduled_lr(cfg, s) for s in range(12)]
+    assert result.logs[-1]["lr"] == pytest.approx(1 / 8)
+
+
 def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="lr_schedule"):
+        LoopConfig(steps=1, lr_schedule="step")
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        LoopConfig(steps=1, min_lr_ratio=1.5)
     with pytest.raises(ValueError, match="lr"):
         LoopConfig(steps=1, lr=float("nan"))
     with pytest.raises(ValueError, match="mixed_precision"):

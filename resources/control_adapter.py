@@ -43,6 +43,12 @@ class ControlAdapterResource(dg.ConfigurableResource):
     minutes: float | None = Field(default=80.0, allow_inf_nan=False, description="denoiser time budget")
     batch_size: int = Field(default=16, ge=1)
     learning_rate: float = Field(default=3e-4, gt=0, allow_inf_nan=False)
+    lr_schedule: str = Field(
+        default="constant",
+        description="after warm-up: constant | cosine | linear (down to learning_rate * min_lr_ratio at `steps`; "
+                    "a run that `minutes` stops first ends part-way down, so set `steps` to what the time buys)",
+    )
+    min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
     ema_decay: float | None = Field(default=0.999, allow_inf_nan=False)
     min_snr_gamma: float | None = Field(
         default=1.0, gt=0, allow_inf_nan=False,
@@ -97,9 +103,12 @@ class ControlAdapterResource(dg.ConfigurableResource):
         from pd_assets.generation.scratch_model import (
             AUTOENCODERS, ScratchModelConfig, check_control_input, check_image_guidance,
         )
+        from pd_assets.training.loop import LR_SCHEDULES
 
         if self.pair_source not in PAIR_SOURCES:
             raise ValueError(f"control_adapter.pair_source={self.pair_source!r} is not one of {', '.join(PAIR_SOURCES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"control_adapter.lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
         if self.autoencoder not in AUTOENCODERS:
             raise ValueError(f"control_adapter.autoencoder={self.autoencoder!r} is not one of {', '.join(AUTOENCODERS)}")
         try:
@@ -114,7 +123,8 @@ class ControlAdapterResource(dg.ConfigurableResource):
                                      unet_channels=tuple(self.unet_channels), seed=self.seed),
             ae_steps=self.ae_steps, ae_max_seconds=self.ae_minutes * 60 if self.ae_minutes else None,
             steps=self.steps, max_seconds=self.minutes * 60 if self.minutes else None, batch=self.batch_size,
-            lr=self.learning_rate, ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
+            lr=self.learning_rate, lr_schedule=self.lr_schedule, min_lr_ratio=self.min_lr_ratio,
+            ema_decay=self.ema_decay, min_snr_gamma=self.min_snr_gamma,
             channel_weight_power=self.channel_weight_power, foreground_loss_weight=self.foreground_loss_weight,
             head_loss_weight=self.head_loss_weight,
             checkpoint_every=self.checkpoint_every,

@@ -53,6 +53,8 @@ class AdapterTrainingConfig:
     grad_accum: int = 1
     lr: float = 3e-4
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # the loop's: constant | cosine | linear over `steps`
+    min_lr_ratio: float = 0.0
     # ~1,000-step horizon: right for the 10-25k steps f=8 latents allow (0.999 lagged a 2-3k-step run)
     ema_decay: float | None = 0.999
     # min(snr + 1, gamma) / (snr + 1) on the v-loss; gamma = 1 is the clean-image (x0) loss, which
@@ -349,7 +351,8 @@ def train_denoiser(unet, controlnets: dict[str, torch.nn.Module], scheduler, lat
     modules = {f"controlnet_{k}": v for k, v in controlnets.items()}
     if train_unet:
         modules = {"unet": unet, **modules}
-    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, seed=cfg.seed + 1,
+    loop = LoopConfig(steps=cfg.steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps, lr_schedule=cfg.lr_schedule,
+                      min_lr_ratio=cfg.min_lr_ratio, seed=cfg.seed + 1,
                       grad_accum=cfg.grad_accum, ema_decay=cfg.ema_decay, checkpoint_every=cfg.checkpoint_every,
                       log_every=cfg.log_every, max_seconds=cfg.max_seconds, mixed_precision=cfg.mixed_precision)
     result, ema = run_loop(modules, loss_fn, loop, work / "denoiser", device=device,

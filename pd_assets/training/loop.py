@@ -5,7 +5,8 @@ its own batch and noise from `generator`; the loop seeds that generator from (se
 micro-batch), so a run killed after step k and resumed from its checkpoint replays exactly
 the batches and noise of an uninterrupted run and ends with identical weights (CPU).
 
-AdamW, gradient accumulation, gradient-norm clipping, linear warm-up, optional EMA of the
+AdamW, gradient accumulation, gradient-norm clipping, linear warm-up then a constant, cosine
+or linear learning rate (a function of the step, so a resumed run follows it exactly), optional EMA of the
 weights, bf16 autocast (CUDA, or CPU), periodic atomic safetensors checkpoints, a wall-clock
 budget, and progress lines (step, loss, s/step, ETA) through `log`.
 """
@@ -36,6 +37,10 @@ class LoopConfig:
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
     warmup_steps: int = 0
+    # after warm-up: constant, or decayed to lr * min_lr_ratio at `steps` (cosine or linear). A
+    # run stopped by max_seconds before `steps` ends part-way down: set `steps` to what the budget buys
+    lr_schedule: str = "constant"
+    min_lr_ratio: float = 0.0
     ema_decay: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
@@ -50,9 +55,28 @@ class LoopConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"training {name}={value} must be a finite number >= 0")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio={self.min_lr_ratio} must be between 0 and 1 (a share of lr)")
         if self.mixed_precision not in ("no", "bf16"):
             raise ValueError(f"mixed_precision={self.mixed_precision!r} is not one of no, bf16 "
                              "(fp16 would need loss scaling; bf16 does not)")
+
+
+LR_SCHEDULES = ("constant", "cosine", "linear")
+
+
+def scheduled_lr(config: LoopConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` (0-based): linear warm-up over warmup_steps,
+    then the schedule from lr down to lr * min_lr_ratio at config.steps."""
+    warm = min(1.0, (step + 1) / max(config.warmup_steps, 1))
+    if config.lr_schedule == "constant":
+        return config.lr * warm
+    span = max(config.steps - config.warmup_steps, 1)
+    progress = min(max((step - config.warmup_steps) / span, 0.0), 1.0)
+    shape = 0.5 * (1.0 + math.cos(math.pi * progress)) if config.lr_schedule == "cosine" else 1.0 - progress
+    return config.lr * warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * shape)
 
 
 @dataclass
@@ -134,7 +158,7 @@ def run_loop(modules: dict[str, torch.nn.Module], loss_fn: LossFn, config: LoopC
             result.stopped_by_budget = True
             break
         t0 = time.perf_counter()
-        lr = config.lr * min(1.0, (result.step + 1) / max(config.warmup_steps, 1))
+        lr = scheduled_lr(config, result.step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
