@@ -15,7 +15,7 @@ figures on the same controls (the ceiling). Writes a contact sheet and the loss 
     python benchmarks/bench_control_adapter.py --root /tmp/adapter_bench --minutes 90
 
 The defaults are the `control_adapter` resource's (f=8 x 32 patch-PCA latents, concat
-control, clean-image loss, channel weight power 0.5, EMA 0.999, control dropout 0.1,
+control, lr 3e-4, clean-image loss, channel weight power 0.5, EMA 0.999, control dropout 0.1,
 sampled with 8 steps, guidance 1.5, image guidance 3); the flags reproduce earlier runs.
 """
 
@@ -56,7 +56,7 @@ def main() -> int:
                     help="autoencoder down-sampling: 4 (32x32 latents at 128 px) or 8 (16x16)")
     ap.add_argument("--latent-channels", type=int, default=32)
     ap.add_argument("--unet-channels", default="64,128,192", help="denoiser widths, one per level")
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=3e-4, help="run 19: 6e-4")
     ap.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default="constant",
                     help="after warm-up; cosine/linear decay to lr x --min-lr-ratio at --steps")
     ap.add_argument("--min-lr-ratio", type=float, default=0.0)

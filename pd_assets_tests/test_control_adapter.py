@@ -541,7 +541,9 @@ def test_gpu_profile_with_a_pretrained_base_trains_controlnets_without_image_gui
 
     monkeypatch.setenv("PD_ADAPTER_BASE", "/models/sd15")
     cfg = ControlAdapterResource.for_profile("gpu").training_config()
-    assert (cfg.model.control_input, cfg.image_guidance) == ("controlnet", 1.0)
+    assert (cfg.model.control_input, cfg.image_guidance, cfg.lr) == ("controlnet", 1.0, 1e-5)  # fine-tuning
     monkeypatch.delenv("PD_ADAPTER_BASE")
     cfg = ControlAdapterResource.for_profile("gpu").training_config()
-    assert (cfg.model.control_input, cfg.image_guidance) == ("concat", 3.0)
+    assert (cfg.model.control_input, cfg.image_guidance, cfg.lr) == ("concat", 3.0, 3e-4)  # from scratch
+    assert ControlAdapterResource(base="/models/sd15", control_input="controlnet", image_guidance=1.0,
+                                  learning_rate=2e-5).training_config().lr == 2e-5

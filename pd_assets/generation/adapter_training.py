@@ -51,7 +51,7 @@ class AdapterTrainingConfig:
     steps: int = 4000
     batch: int = 16
     grad_accum: int = 1
-    lr: float = 3e-4
+    lr: float = 3e-4  # from scratch; the resource picks 1e-5 on a pretrained base
     warmup_steps: int = 100
     lr_schedule: str = "constant"  # the loop's: constant | cosine | linear over `steps`
     min_lr_ratio: float = 0.0
