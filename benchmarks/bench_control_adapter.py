@@ -44,6 +44,8 @@ def fmt(v) -> str:
 
 
 def main() -> int:
+    from pd_assets.training.loop import LR_SCHEDULES
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", type=Path, default=Path("/tmp/adapter_bench"))
     ap.add_argument("--shards", type=int, default=8)
@@ -57,7 +59,7 @@ def main() -> int:
     ap.add_argument("--latent-channels", type=int, default=32)
     ap.add_argument("--unet-channels", default="64,128,192", help="denoiser widths, one per level")
     ap.add_argument("--lr", type=float, default=3e-4, help="run 19: 6e-4")
-    ap.add_argument("--lr-schedule", choices=("constant", "cosine", "linear"), default="constant",
+    ap.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="constant",
                     help="after warm-up; cosine/linear decay to lr x --min-lr-ratio at --steps")
     ap.add_argument("--min-lr-ratio", type=float, default=0.0)
     ap.add_argument("--steps", type=int, default=1_000_000,

@@ -155,36 +155,3 @@ def test_dask_local_cluster_with_gpu_slots_matches_in_process(defs, tmp_path, mo
         assert dask_out["labels"].equals(local_out["labels"]), partition
         assert dask_out["provenance"].equals(local_out["provenance"]), partition
         assert dask_out["images"] == local_out["images"] and len(dask_out["images"]) == 8, partition
-
-
-def test_dask_and_distributed_are_pinned_together_and_installed_so():
-    """dagster-dask leaves dask loose; a fresh resolve once paired dask 2026.11.0 with
-    distributed 2021.4.1, which cannot import (CI, stop 21): both are pinned to one version."""
-    import importlib.metadata
-    import re
-    import tomllib
-
-    deps = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["dependencies"]
-    pins = {m["name"]: m["version"] for d in deps if (m := re.fullmatch(r"(?P<name>dask|distributed)==(?P<version>[\w.]+)", d))}
-    assert set(pins) == {"dask", "distributed"} and pins["dask"] == pins["distributed"], deps
-    assert {name: importlib.metadata.version(name) for name in pins} == pins
-
-
-def test_the_constraints_file_agrees_with_every_exact_pin():
-    """`make setup` installs under resources/constraints.txt; an exact pin in pyproject.toml
-    that the constraints contradict would make every fresh install fail to resolve."""
-    import re
-    import tomllib
-
-    root = Path(__file__).resolve().parents[1]
-    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
-    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
-    pins = {m[1].lower(): m[2] for d in deps if (m := re.fullmatch(r"([\w.-]+)==([\w.]+)", d.replace(" ", "")))}
-    constraints = {}
-    for line in (root / "resources" / "constraints.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, version = line.split("==")
-            constraints[name.lower()] = version
-    assert "torch" in pins and "dask" in pins
-    wrong = {n: (v, constraints[n]) for n, v in pins.items() if n in constraints and constraints[n] != v}
-    assert not wrong, f"pyproject pins vs resources/constraints.txt: {wrong}"
